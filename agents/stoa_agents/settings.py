@@ -1,0 +1,59 @@
+"""The agent process configuration: environment only (prefix ``STOA_``), read once at start."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CRASH_POINTS = ("on_receive", "before_model", "during_model", "after_commit", "after_publish")
+
+
+class AgentSettings(BaseSettings):
+    """One agent replica. The operator's Deployment sets these; ``docs/runtime.md`` has the table."""
+
+    model_config = SettingsConfigDict(env_prefix="STOA_", extra="ignore", frozen=True)
+
+    agent_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    agent_role: str = "member"
+    persona: str = "You are a helpful participant in a conversation."
+    pod_name: str = "local"
+
+    model_base_url: str = Field(default="http://127.0.0.1:8080/v1", pattern=r"^https?://")
+    model_name: str = "smollm2-135m"
+    model_api_key: SecretStr | None = None
+    model_api_key_env: str | None = None
+    model_max_tokens: int = Field(default=90, ge=1, le=32000)
+    model_temperature: float = Field(default=0.7, ge=0, le=2)
+    model_timeout_seconds: float = Field(default=60.0, gt=0)
+    model_retries: int = Field(default=3, ge=0, le=10)
+    model_backoff_seconds: float = Field(default=0.5, ge=0)
+    model_backoff_max_seconds: float = Field(default=8.0, ge=0)
+    history_turns: int = Field(default=6, ge=0, le=200)
+
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    postgres_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    prefetch: int = Field(default=1, ge=1, le=100)
+    heartbeat_seconds: int = Field(default=5, ge=1, le=600)
+    delivery_limit: int = Field(default=3, ge=1, le=100)
+    infra_retry_seconds: float = Field(default=120.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=25.0, gt=0)
+    relay_interval_seconds: float = Field(default=10.0, gt=0)
+
+    memory_enabled: bool = True
+    memory_retention_days: int = Field(default=30, ge=0)
+
+    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    log_level: str = "INFO"
+
+    test_crash_at: str = ""
+    test_crash_probability: float = Field(default=1.0, ge=0, le=1)
+    test_crash_conversation: str = ""
+    test_fail_conversation: str = ""
+
+    def crash_points(self) -> frozenset[str]:
+        points = frozenset(p.strip() for p in self.test_crash_at.split(",") if p.strip())
+        unknown = points - set(CRASH_POINTS)
+        if unknown:
+            raise ValueError(f"unknown STOA_TEST_CRASH_AT points: {', '.join(sorted(unknown))}")
+        return points

@@ -1,0 +1,56 @@
+"""What to do with a delivery whose processing failed (pure): ack, retry in place, requeue, reject, exit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FailureKind(StrEnum):
+    DUPLICATE = "duplicate"  # message id already processed, turn seq already stored, or a stale seq
+    FINISHED = "finished"  # conversation is Succeeded/Failed: nothing left to do
+    MALFORMED = "malformed"  # body is not a turn message
+    UNKNOWN_CONVERSATION = "unknownConversation"
+    MISROUTED = "misrouted"  # message addressed to another agent, or a seq from the future
+    DATABASE_UNAVAILABLE = "databaseUnavailable"
+    BROKER_UNAVAILABLE = "brokerUnavailable"  # our channel/connection is gone: the delivery is void
+    UNEXPECTED = "unexpected"  # a bug or a poison message
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"  # keep holding the message, back off, run the turn again (effects are idempotent)
+    REQUEUE = "requeue"  # nack with requeue: counts towards x-delivery-limit, then dead-lettered
+    REJECT = "reject"  # dead-letter at once
+    ABANDON = "abandon"  # the channel is gone; the broker redelivers after reconnect
+    EXIT = "exit"  # give up holding it: exit without acking, a standby (or restart) takes over
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+def classify(kind: FailureKind, infra_elapsed_seconds: float, infra_budget_seconds: float) -> Decision:
+    """One table for every failure. Requeues are immediate in RabbitMQ, so transient ones retry in place."""
+    match kind:
+        case FailureKind.DUPLICATE:
+            return Decision(Action.ACK, "duplicate delivery; the turn is already stored")
+        case FailureKind.FINISHED:
+            return Decision(Action.ACK, "conversation already finished")
+        case FailureKind.MALFORMED | FailureKind.UNKNOWN_CONVERSATION | FailureKind.MISROUTED:
+            return Decision(Action.REJECT, f"cannot be processed ({kind.value})")
+        case FailureKind.DATABASE_UNAVAILABLE:
+            if infra_elapsed_seconds < infra_budget_seconds:
+                return Decision(Action.RETRY, "database unavailable, retrying in place")
+            return Decision(Action.EXIT, f"database unavailable for {infra_elapsed_seconds:.0f}s")
+        case FailureKind.BROKER_UNAVAILABLE:
+            return Decision(Action.ABANDON, "broker connection lost; the message will be redelivered")
+        case FailureKind.UNEXPECTED:
+            return Decision(Action.REQUEUE, "unexpected error; requeued towards the delivery limit")
+
+
+def retry_delay(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
+    """Exponential backoff without jitter for in-place retries (attempt 1 -> base)."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))))

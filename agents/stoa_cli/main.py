@@ -1,0 +1,40 @@
+"""The ``stoa`` command: one entry point for the operator, agent runtime, gateway and local tooling."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from stoa_devenv import commands as dev_commands
+
+    parser = argparse.ArgumentParser(prog="stoa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dev_commands.add_parser(sub)
+    for name, help_text in DELEGATED.items():
+        delegated = sub.add_parser(name, help=help_text[2], add_help=False)
+        delegated.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+# command -> (module, function taking argv, help). Each subcommand parses its own flags.
+DELEGATED: dict[str, tuple[str, str, str]] = {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in DELEGATED:
+        import importlib
+
+        module, function, _ = DELEGATED[args_list[0]]
+        entry = getattr(importlib.import_module(module), function)
+        return int(entry(args_list[1:]) or 0)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

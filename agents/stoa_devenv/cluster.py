@@ -1,0 +1,234 @@
+"""A real Kubernetes control plane without containers: etcd + kube-apiserver + kube-controller-manager.
+
+Token authentication with an admin token, RBAC authorization, generated service-account keys; the
+controller-manager gives Deployments their ReplicaSets and Pods, namespaces their default ServiceAccount,
+and runs ownerReference garbage collection. No kubelet or scheduler: e2e tests bring their own node agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stoa_devenv.errors import ComponentFailedError
+from stoa_devenv.procs import free_port, log_tail, wait_until
+from stoa_devenv.tools import etcd_binary, k8s_bindir
+
+
+@dataclass
+class ControlPlane:
+    base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stoa-k8s-")))
+    etcd_port: int = field(default_factory=free_port)
+    etcd_peer_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    pids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.base / "kubeconfig"
+
+    def _spawn(self, name: str, cmd: list[str]) -> None:
+        log = (self.base / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.base,
+        )
+        log.close()
+        self.pids[name] = proc.pid
+
+    def _exited(self, name: str) -> bool:
+        try:
+            pid, _ = os.waitpid(self.pids[name], os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return pid != 0
+
+    def _alive(self, name: str) -> bool:
+        """True while the process runs; raises with its log tail once it has exited."""
+        if self._exited(name):
+            raise ComponentFailedError(f"{name} exited{log_tail(self.base / f'{name}.log')}")
+        return True
+
+    def start(self) -> ControlPlane:
+        bindir = k8s_bindir()
+        pki = self.base / "pki"
+        pki.mkdir(parents=True, exist_ok=True)
+        self._keys(pki)
+        self._spawn(
+            "etcd",
+            [
+                str(etcd_binary()),
+                "--data-dir",
+                str(self.base / "etcd"),
+                "--unsafe-no-fsync",
+                "--listen-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{self.etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{self.etcd_peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{self.etcd_peer_port}",
+            ],
+        )
+        wait_until(lambda: self._alive("etcd") and self._etcd_healthy(), 30, "etcd", self.base / "etcd.log")
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(bindir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={pki}",
+                "--advertise-address=127.0.0.1",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--token-auth-file={pki / 'tokens.csv'}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                "--service-cluster-ip-range=10.96.0.0/24",
+                "--endpoint-reconciler-type=none",
+                "--enable-priority-and-fairness=false",
+            ],
+        )
+        wait_until(
+            lambda: self._alive("kube-apiserver") and self._api_ready(),
+            90,
+            "kube-apiserver",
+            self.base / "kube-apiserver.log",
+        )
+        self._write_kubeconfig()
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(bindir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'apiserver.crt'}",
+                "--use-service-account-credentials=false",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10",
+                "--concurrent-gc-syncs=20",
+            ],
+        )
+        wait_until(
+            lambda: self._alive("kube-controller-manager") and self._default_sa(),
+            90,
+            "kube-controller-manager (default ServiceAccount)",
+            self.base / "kube-controller-manager.log",
+        )
+        return self
+
+    def _keys(self, pki: Path) -> None:
+        if not (pki / "sa.key").exists():
+            subprocess.run(
+                ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True
+            )
+            subprocess.run(
+                ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
+                check=True,
+                capture_output=True,
+            )
+        (pki / "tokens.csv").write_text(f'{self.token},stoa-admin,stoa-admin,"system:masters"\n')
+
+    def _etcd_healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.etcd_port}/health", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+        except OSError:
+            return False
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """GET an API path with the admin token (TLS verification off: self-signed local apiserver)."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        # Readiness probe only: the apiserver writes its self-signed certificate while it starts.
+        req = urllib.request.Request(  # noqa: S310 (our own loopback https URL)
+            self.server + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2, context=ctx) as resp:  # noqa: S310 (loopback https)
+                return int(resp.status), resp.read()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read()
+        except OSError:
+            return 0, b""
+
+    def _api_ready(self) -> bool:
+        return self.get("/readyz")[0] == 200
+
+    def _default_sa(self) -> bool:
+        return self.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+
+    def _write_kubeconfig(self) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "stoa-local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.base / "pki" / "apiserver.crt"),
+                    },
+                }
+            ],
+            "users": [{"name": "stoa-admin", "user": {"token": self.token}}],
+            "contexts": [{"name": "stoa-local", "context": {"cluster": "stoa-local", "user": "stoa-admin"}}],
+            "current-context": "stoa-local",
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2))
+        self.kubeconfig.chmod(0o600)
+
+    def stop(self) -> None:
+        for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
+            pid = self.pids.pop(name, None)
+            if pid is None:
+                continue
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            for _ in range(100):
+                try:
+                    waited, _ = os.waitpid(pid, os.WNOHANG)
+                    if waited:
+                        break
+                except ChildProcessError:
+                    try:
+                        os.kill(pid, 0)
+                    except ProcessLookupError:
+                        break
+                subprocess.run(["sleep", "0.1"], check=False)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)

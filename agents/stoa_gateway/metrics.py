@@ -1,0 +1,120 @@
+"""Prometheus metrics of one gateway instance (own CollectorRegistry, so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from stoa_gateway.labels import BoundedLabels
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
+MAX_AGENTS = 100
+MAX_CONVERSATIONS = 200
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.agents = BoundedLabels(MAX_AGENTS)
+        self.conversations = BoundedLabels(MAX_CONVERSATIONS)
+        self.requests = Counter(
+            "stoa_gateway_requests",
+            "Client requests by final outcome",
+            ["policy", "target", "agent", "outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "stoa_gateway_upstream_attempts",
+            "Upstream attempts by outcome (ok, timeout, connection_error, status_5xx, ...)",
+            ["policy", "target", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "stoa_gateway_request_duration_seconds",
+            "Client request duration (successful requests, to the last byte)",
+            ["policy", "target"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "stoa_gateway_time_to_first_token_seconds",
+            "Streaming: time from request to the first content token",
+            ["policy", "target"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tpot = Histogram(
+            "stoa_gateway_time_per_output_token_seconds",
+            "Streaming: time per output token after the first",
+            ["policy", "target"],
+            buckets=TPOT_BUCKETS,
+            registry=r,
+        )
+        self.input_tokens = Counter(
+            "stoa_gateway_input_tokens", "Input (prompt) tokens", ["policy", "target", "agent"], registry=r
+        )
+        self.output_tokens = Counter(
+            "stoa_gateway_output_tokens", "Output (completion) tokens", ["policy", "target", "agent"], registry=r
+        )
+        self.cost = Counter("stoa_gateway_cost_usd", "Spend in USD", ["policy", "target", "agent"], registry=r)
+        self.conversation_tokens = Counter(
+            "stoa_gateway_conversation_tokens",
+            "Tokens (input + output) by conversation (bounded: overflow is 'other')",
+            ["policy", "conversation"],
+            registry=r,
+        )
+        self.conversation_cost = Counter(
+            "stoa_gateway_conversation_cost_usd",
+            "Spend in USD by conversation (bounded: overflow is 'other')",
+            ["policy", "conversation"],
+            registry=r,
+        )
+        self.circuit = Gauge(
+            "stoa_gateway_circuit_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open",
+            ["policy", "target"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "stoa_gateway_in_flight_requests", "Upstream requests in flight", ["policy", "target"], registry=r
+        )
+        self.fallbacks = Counter(
+            "stoa_gateway_fallbacks",
+            "Requests that moved on from a target, by reason",
+            ["policy", "from_target", "reason"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "stoa_gateway_retries", "Repeated attempts on the same target", ["policy", "target"], registry=r
+        )
+        self.rate_limited = Counter(
+            "stoa_gateway_rate_limited",
+            "Rate-limit and budget hits: scope target (skipped), agent, policy (all targets), budget",
+            ["policy", "scope", "name"],
+            registry=r,
+        )
+        self.guardrail = Counter(
+            "stoa_gateway_guardrail_actions",
+            "Guardrail actions: blocked, masked (per item), content_filter (output stopped)",
+            ["policy", "direction", "action", "kind"],
+            registry=r,
+        )
+        self.stream_aborts = Counter(
+            "stoa_gateway_stream_aborts",
+            "Streams that failed after tokens were sent (ended with an error event)",
+            ["policy", "target"],
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "stoa_gateway_config_reloads", "Config reloads by result (ok, error)", ["result"], registry=r
+        )
+        self.config_info = Gauge(
+            "stoa_gateway_config_policies", "Policies in the active config", registry=r
+        )
+
+    def agent(self, raw: str | None) -> str:
+        return self.agents.value(raw)
+
+    def conversation(self, raw: str | None) -> str:
+        return self.conversations.value(raw)
