@@ -62,7 +62,9 @@ def _services(action: str, as_json: bool) -> int:
         return 0
     if current is not None:
         port, dist, epmd = current["rabbit_ports"]
-        RabbitMQServer(base=Path(current["rabbit_base"]), port=port, dist_port=dist, epmd_port=epmd).destroy()
+        rabbit = RabbitMQServer(base=Path(current["rabbit_base"]), port=port, dist_port=dist, epmd_port=epmd)
+        rabbit.stop()
+        rabbit.destroy()
         PostgresServer(base=Path(current["pg_base"]), port=current["pg_port"]).destroy()
         state.forget("services")
     print("Local services stopped")

@@ -141,7 +141,9 @@ class RabbitMQServer:
         pid = self.process.pid if self.process is not None else self._pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+                # The node was started in its own session: its process group holds beam, epmd's children
+                # and the start script, whichever pid we know.
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
         self._reap(timeout=10)
 
     def _reap(self, timeout: float) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from stoa_devenv.tools import CACHE
 
-STATE_DIR = CACHE / "dev"
+STATE_DIR = Path(os.environ.get("STOA_STATE_DIR", CACHE / "dev"))
 
 
 def save(name: str, data: dict[str, Any]) -> Path:

@@ -23,7 +23,9 @@ class AuditLog:
             self._out = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed in close()
             self._own = True
 
-    def emit(self, event: str, *, policy: str, target: str | None, reason: str, trace_id: str | None, **extra: Any) -> None:
+    def emit(
+        self, event: str, *, policy: str, target: str | None, reason: str, trace_id: str | None, **extra: Any
+    ) -> None:
         if self._out is None:
             return
         record: dict[str, Any] = {

@@ -41,7 +41,9 @@ def _bucket_index(now: float, window: float) -> int:
     return math.floor(now / (window / WINDOW_BUCKETS))
 
 
-def _live_buckets(breaker: Breaker, cfg: CircuitBreakerPolicy, now: float) -> tuple[tuple[int, int, int], ...]:
+def _live_buckets(
+    breaker: Breaker, cfg: CircuitBreakerPolicy, now: float
+) -> tuple[tuple[int, int, int], ...]:
     oldest = _bucket_index(now, cfg.window_seconds) - WINDOW_BUCKETS + 1
     return tuple(b for b in breaker.buckets if b[0] >= oldest)
 

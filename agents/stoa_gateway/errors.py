@@ -8,13 +8,21 @@ from aiohttp import web
 
 
 def error_response(
-    status: int, message: str, *, type_: str, code: str, retry_after: float | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str,
+    retry_after: float | None = None,
+    headers: dict[str, str] | None = None,
 ) -> web.Response:
     out = dict(headers or {})
     if retry_after is not None:
         out["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return web.json_response(
-        {"error": {"message": message, "type": type_, "code": code, "param": None}}, status=status, headers=out
+        {"error": {"message": message, "type": type_, "code": code, "param": None}},
+        status=status,
+        headers=out,
     )
 
 

@@ -26,7 +26,9 @@ log = logging.getLogger("stoa.gateway")
 
 
 class Gateway:
-    def __init__(self, config: GatewayConfig, config_hash: str, audit: AuditLog, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_hash: str, audit: AuditLog, metrics: GatewayMetrics
+    ) -> None:
         self.audit = audit
         self.metrics = metrics
         self.runtimes: dict[str, PolicyRuntime] = {}
@@ -69,7 +71,14 @@ class Gateway:
 
     # Circuit breaker transitions, audited and exported.
     def _breaker_changed(
-        self, policy: str, spec: ModelPolicySpec, target: str, before: CircuitState, after: CircuitState, trace_id: str | None, reason: str
+        self,
+        policy: str,
+        spec: ModelPolicySpec,
+        target: str,
+        before: CircuitState,
+        after: CircuitState,
+        trace_id: str | None,
+        reason: str,
     ) -> None:
         if before is after:
             return
@@ -87,11 +96,19 @@ class Gateway:
         before = rt.breaker.state
         ok, rt.breaker = breaker_admit(rt.breaker, runtime.spec.circuit_breaker, now)
         self._breaker_changed(
-            runtime.name, runtime.spec, target, before, rt.breaker.state, trace_id, "open period elapsed, probing"
+            runtime.name,
+            runtime.spec,
+            target,
+            before,
+            rt.breaker.state,
+            trace_id,
+            "open period elapsed, probing",
         )
         return ok
 
-    def record(self, runtime: PolicyRuntime, target: str, ok: bool, now: float, trace_id: str | None, reason: str) -> None:
+    def record(
+        self, runtime: PolicyRuntime, target: str, ok: bool, now: float, trace_id: str | None, reason: str
+    ) -> None:
         rt = runtime.target_runtime(target)
         before = rt.breaker.state
         rt.breaker = breaker_record(rt.breaker, runtime.spec.circuit_breaker, ok, now)

@@ -20,7 +20,9 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za
 _CARD = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])")
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"
+)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}")
 
 PII_TOKENS = {
@@ -97,12 +99,17 @@ def _keyword_regex(keyword: str) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=256)
-def compile_rules(rules: ContentRules) -> CompiledRules:
+def _compile(keywords: tuple[str, ...], patterns: tuple[str, ...], pii: tuple[PiiKind, ...]) -> CompiledRules:
     return CompiledRules(
-        keywords=tuple((k, _keyword_regex(k)) for k in rules.blocked_keywords if k),
-        patterns=tuple(re.compile(p) for p in rules.blocked_patterns),
-        pii=tuple(rules.mask_pii),
+        keywords=tuple((k, _keyword_regex(k)) for k in keywords if k),
+        patterns=tuple(re.compile(p) for p in patterns),
+        pii=pii,
     )
+
+
+def compile_rules(rules: ContentRules) -> CompiledRules:
+    """Compiled (and cached by content) form of ``rules``."""
+    return _compile(tuple(rules.blocked_keywords), tuple(rules.blocked_patterns), tuple(rules.mask_pii))
 
 
 def find_blocked(text: str, rules: CompiledRules) -> str | None:

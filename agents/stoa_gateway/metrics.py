@@ -55,9 +55,14 @@ class GatewayMetrics:
             "stoa_gateway_input_tokens", "Input (prompt) tokens", ["policy", "target", "agent"], registry=r
         )
         self.output_tokens = Counter(
-            "stoa_gateway_output_tokens", "Output (completion) tokens", ["policy", "target", "agent"], registry=r
+            "stoa_gateway_output_tokens",
+            "Output (completion) tokens",
+            ["policy", "target", "agent"],
+            registry=r,
         )
-        self.cost = Counter("stoa_gateway_cost_usd", "Spend in USD", ["policy", "target", "agent"], registry=r)
+        self.cost = Counter(
+            "stoa_gateway_cost_usd", "Spend in USD", ["policy", "target", "agent"], registry=r
+        )
         self.conversation_tokens = Counter(
             "stoa_gateway_conversation_tokens",
             "Tokens (input + output) by conversation (bounded: overflow is 'other')",
@@ -109,9 +114,7 @@ class GatewayMetrics:
         self.config_reloads = Counter(
             "stoa_gateway_config_reloads", "Config reloads by result (ok, error)", ["result"], registry=r
         )
-        self.config_info = Gauge(
-            "stoa_gateway_config_policies", "Policies in the active config", registry=r
-        )
+        self.config_info = Gauge("stoa_gateway_config_policies", "Policies in the active config", registry=r)
 
     def agent(self, raw: str | None) -> str:
         return self.agents.value(raw)

@@ -73,7 +73,7 @@ def next_delay(retry_number: int, cfg: RetryPolicy, rand: float) -> float:
     """
     if retry_number < 1:
         return 0.0
-    delay = min(cfg.max_backoff_seconds, cfg.base_backoff_seconds * 2 ** min(retry_number - 1, 30))
+    delay = min(cfg.max_backoff_seconds, cfg.base_backoff_seconds * float(2 ** min(retry_number - 1, 30)))
     return delay * (1 - cfg.jitter) + delay * cfg.jitter * rand
 
 

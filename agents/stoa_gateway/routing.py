@@ -12,9 +12,8 @@ from enum import StrEnum
 
 from stoa_gateway.breaker import Breaker, breaker_would_admit
 from stoa_gateway.limiter import Bucket, bucket_wait
-from stoa_gateway.policy import ModelPolicySpec, Route, RouteMatch, Strategy, Target
+from stoa_gateway.policy import ModelPolicySpec, RetryPolicy, Route, RouteMatch, Strategy, Target
 from stoa_gateway.retry import Disposition, next_delay
-from stoa_gateway.policy import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,13 +212,17 @@ def plan_attempts(policy: ModelPolicySpec, features: RequestFeatures, observed: 
         route = select_route(policy, features)
         names = route.targets if route else [t.name for t in policy.targets]
         strategy = (route.strategy if route else None) or policy.strategy
-        candidates = order_targets(names, strategy, by_name, observed.targets, observed.rr_counter, observed.rand)
+        candidates = order_targets(
+            names, strategy, by_name, observed.targets, observed.rr_counter, observed.rand
+        )
         if route:
             candidates += [n for n in route.fallback_targets if n not in candidates]
     ordered: list[str] = []
     skipped: list[Skip] = []
     for name in candidates:
-        skip = target_skip(by_name[name], policy, features, observed.targets.get(name, TargetView()), observed.now)
+        skip = target_skip(
+            by_name[name], policy, features, observed.targets.get(name, TargetView()), observed.now
+        )
         if skip is None:
             ordered.append(name)
         else:
@@ -234,7 +237,9 @@ def plan_attempts(policy: ModelPolicySpec, features: RequestFeatures, observed: 
             (),
             route_name,
             tuple(skipped),
-            Rejection(RejectCode.TARGETS_RATE_LIMITED, 429, f"all targets are rate limited ({detail})", min(waits)),
+            Rejection(
+                RejectCode.TARGETS_RATE_LIMITED, 429, f"all targets are rate limited ({detail})", min(waits)
+            ),
         )
     return Plan(
         (),
@@ -258,7 +263,9 @@ class Step:
     delay: float
 
 
-def next_step(plan: Sequence[str], history: Sequence[AttemptRecord], cfg: RetryPolicy, rand: float) -> Step | None:
+def next_step(
+    plan: Sequence[str], history: Sequence[AttemptRecord], cfg: RetryPolicy, rand: float
+) -> Step | None:
     """The next attempt after ``history``, or None when done.
 
     At most ``retry.attempts`` attempts; the plan is walked in order and then again from the top,

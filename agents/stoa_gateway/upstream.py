@@ -63,7 +63,7 @@ def _client_failure(exc: BaseException, timeout: float) -> Failure:
     if isinstance(exc, TimeoutError):
         return Failure(FailureKind.TIMEOUT, f"timed out after {timeout:g}s")
     detail = str(exc) or type(exc).__name__
-    return Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {detail}"[:300])
+    return Failure(FailureKind.CONNECTION, f"connection failed ({type(exc).__name__}): {detail}"[:300])
 
 
 async def post_completion(
@@ -97,7 +97,9 @@ def is_first_token(chunk: dict[str, Any]) -> bool:
         if choice.get("finish_reason"):
             return True
         delta = choice.get("delta") or {}
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("function_call")):
+        if isinstance(delta, dict) and (
+            delta.get("content") or delta.get("tool_calls") or delta.get("function_call")
+        ):
             return True
     return False
 

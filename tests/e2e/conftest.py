@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from stoa_devenv.cluster import ControlPlane
 
 

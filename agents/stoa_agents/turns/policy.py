@@ -119,17 +119,14 @@ def similarity(a: str, b: str) -> float:
 
 
 def is_repetitive(spec: ConversationSpec, history: list[Turn], threshold: float = REPETITION_THRESHOLD) -> bool:
-    """Every non-moderator speaker's last turn nearly repeats its previous one (or an opponent's)."""
+    """Every non-moderator speaker's last turn nearly repeats its own previous one."""
     moderator = spec.moderator_name()
     speakers = [s for s in speaking_order(spec) if s != moderator]
     if not speakers:
         return False
     for speaker in speakers:
         own = [t.content for t in history if t.speaker == speaker]
-        if len(own) < 2:
-            return False
-        others = [t.content for t in history[-2 * len(speakers) : -1] if t.content is not own[-1]]
-        if max(similarity(own[-1], prior) for prior in [own[-2], *others]) < threshold:
+        if len(own) < 2 or similarity(own[-1], own[-2]) < threshold:
             return False
     return True
 

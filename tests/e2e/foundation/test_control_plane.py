@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import helm_binary, kubectl_binary
 

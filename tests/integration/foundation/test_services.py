@@ -8,6 +8,7 @@ import uuid
 
 import aio_pika
 import asyncpg
+
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
 

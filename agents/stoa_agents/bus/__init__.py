@@ -1,0 +1,1 @@
+"""RabbitMQ topology and confirmed publishing (aio-pika)."""

@@ -1,0 +1,217 @@
+"""What the operator (and ``stoa run``) calls: start, suspend, resume, stop, purge and read status.
+
+All functions are idempotent and safe to call from every reconcile.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from stoa_agents.bus.broker import Bus
+from stoa_agents.outbox import publish_outbox
+from stoa_agents.protocol import make_message
+from stoa_agents.store import repo
+from stoa_agents.store.migrate import memory_schema
+from stoa_agents.tracing import new_traceparent
+from stoa_agents.turns.policy import Phase, speaker_for
+from stoa_api.conversation import ConversationSpec
+
+
+@dataclass(frozen=True)
+class AgentShare:
+    turns: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class ConversationStatus:
+    name: str
+    id: str
+    phase: Phase
+    reason: str
+    turns: int
+    last_speaker: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    agents: dict[str, AgentShare] = field(default_factory=dict)
+
+    def as_status(self) -> dict[str, Any]:
+        """camelCase dict for the Conversation CR ``status``."""
+        return {
+            "phase": self.phase.value,
+            "reason": self.reason,
+            "turns": self.turns,
+            "lastSpeaker": self.last_speaker,
+            "tokensIn": self.tokens_in,
+            "tokensOut": self.tokens_out,
+            "costUSD": round(self.cost_usd, 6),
+            "startedAt": self.started_at.isoformat() if self.started_at else None,
+            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
+            "agents": {
+                name: {"turns": s.turns, "tokensIn": s.tokens_in, "tokensOut": s.tokens_out,
+                       "costUSD": round(s.cost_usd, 6)}
+                for name, s in self.agents.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    agent: str
+    active_pod: str | None
+    active_since: datetime | None
+    previous_pod: str | None
+    takeovers: int
+    turns: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+async def start_conversation(
+    db: asyncpg.Pool, bus: Bus, name: str, spec: ConversationSpec, *, uid: str | None = None
+) -> ConversationStatus:
+    """Create the conversation and send turn 1; calling it again (any number of times) starts nothing new
+    but finishes a start that crashed between the commit and the publish."""
+    existing = await repo.find_conversation(db, name)
+    if existing is None:
+        conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
+        traceparent = new_traceparent(secrets.token_hex(16), secrets.token_hex(8))
+        speaker = speaker_for(spec, 1, [])
+        message = make_message(conversation_id, name, 1, "", speaker, traceparent)
+        first = repo.NextMessage(message.message_id, 1, speaker, message.body())
+        phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
+        for participant in spec.participants:
+            await bus.declare_agent(participant.agent_ref)
+        await repo.insert_conversation(
+            db, conversation_id, name, spec.model_dump(mode="json", by_alias=True), phase, first, traceparent
+        )
+    status = await conversation_status(db, name)
+    assert status is not None
+    await publish_outbox(db, bus, status.id)
+    return status
+
+
+async def suspend(db: asyncpg.Pool, name: str) -> bool:
+    """Running/Pending -> Suspended. The next turn message is parked when it arrives."""
+    changed = await db.fetchval(
+        "UPDATE stoa.conversations SET phase = 'Suspended', updated_at = now()"
+        " WHERE name = $1 AND phase IN ('Pending', 'Running') RETURNING id",
+        name,
+    )
+    return changed is not None
+
+
+async def resume(db: asyncpg.Pool, bus: Bus, name: str) -> bool:
+    """Suspended -> Running (Pending before turn 1); republishes the parked message, if any."""
+    async with db.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT id, parked_message FROM stoa.conversations WHERE name = $1 AND phase = 'Suspended' FOR UPDATE",
+            name,
+        )
+        if row is None:
+            return False
+        await conn.execute(
+            "UPDATE stoa.conversations SET phase = CASE WHEN turns = 0 THEN 'Pending' ELSE 'Running' END,"
+            " parked_message = NULL, updated_at = now() WHERE id = $1",
+            row["id"],
+        )
+        if row["parked_message"]:
+            await conn.execute(
+                "UPDATE stoa.outbox SET published_at = NULL WHERE message_id = $1", row["parked_message"]
+            )
+    await publish_outbox(db, bus, str(row["id"]))
+    return True
+
+
+async def stop(db: asyncpg.Pool, name: str, reason: str = "Stopped by request") -> bool:
+    """Terminate: phase Failed with ``reason``; a turn in flight is discarded when it tries to commit."""
+    conversation = await repo.find_conversation(db, name)
+    if conversation is None:
+        return False
+    return await repo.fail_conversation(db, conversation.id, reason)
+
+
+async def purge(db: asyncpg.Pool, name: str) -> bool:
+    """Delete the conversation, its transcript, outbox and the participants' private notes about it."""
+    conversation = await repo.find_conversation(db, name)
+    if conversation is None:
+        return False
+    spec = ConversationSpec.model_validate(conversation.spec)
+    async with db.acquire() as conn, conn.transaction():
+        for participant in spec.participants:
+            schema = memory_schema(participant.agent_ref)
+            exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.memory")
+            if exists:
+                await conn.execute(
+                    f"DELETE FROM {schema}.memory WHERE conversation_id = $1",  # noqa: S608 (safe name)
+                    uuid.UUID(conversation.id),
+                )
+        await conn.execute("DELETE FROM stoa.conversations WHERE id = $1", uuid.UUID(conversation.id))
+    return True
+
+
+async def reconcile_conversation(
+    db: asyncpg.Pool, bus: Bus, name: str, spec: ConversationSpec, *, uid: str | None = None
+) -> ConversationStatus:
+    """start_conversation + follow ``spec.suspend``; what an operator's reconcile calls every time."""
+    status = await start_conversation(db, bus, name, spec, uid=uid)
+    if spec.suspend and status.phase in (Phase.PENDING, Phase.RUNNING):
+        await suspend(db, name)
+    elif not spec.suspend and status.phase is Phase.SUSPENDED:
+        await resume(db, bus, name)
+    else:
+        return status
+    refreshed = await conversation_status(db, name)
+    assert refreshed is not None
+    return refreshed
+
+
+async def conversation_status(db: asyncpg.Pool, name: str) -> ConversationStatus | None:
+    conversation = await repo.find_conversation(db, name)
+    if conversation is None:
+        return None
+    rows = await db.fetch(
+        "SELECT speaker, count(*) AS turns, sum(tokens_in) AS tin, sum(tokens_out) AS tout, sum(cost_usd) AS cost"
+        " FROM stoa.turns WHERE conversation_id = $1 GROUP BY speaker ORDER BY speaker",
+        uuid.UUID(conversation.id),
+    )
+    shares = {
+        r["speaker"]: AgentShare(int(r["turns"]), int(r["tin"] or 0), int(r["tout"] or 0), float(r["cost"] or 0))
+        for r in rows
+    }
+    c = conversation
+    return ConversationStatus(
+        name=c.name, id=c.id, phase=c.phase, reason=c.reason, turns=c.turns, last_speaker=c.last_speaker,
+        tokens_in=c.tokens_in, tokens_out=c.tokens_out, cost_usd=c.cost_usd, created_at=c.created_at,
+        started_at=c.started_at, finished_at=c.finished_at, agents=shares,
+    )
+
+
+async def agent_status(db: asyncpg.Pool, agent: str) -> AgentStatus:
+    """Which pod is the active consumer of ``agent`` (recorded at its first delivery) and its totals."""
+    act = await db.fetchrow("SELECT * FROM stoa.agent_activity WHERE agent = $1", agent)
+    tot = await db.fetchrow("SELECT * FROM stoa.agent_totals WHERE agent = $1", agent)
+    return AgentStatus(
+        agent=agent,
+        active_pod=act["pod"] if act else None,
+        active_since=act["active_since"] if act else None,
+        previous_pod=act["previous_pod"] if act else None,
+        takeovers=int(act["takeovers"]) if act else 0,
+        turns=int(tot["turns"]) if tot else 0,
+        tokens_in=int(tot["tokens_in"]) if tot else 0,
+        tokens_out=int(tot["tokens_out"]) if tot else 0,
+        cost_usd=float(tot["cost_usd"]) if tot else 0.0,
+    )

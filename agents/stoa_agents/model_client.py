@@ -1,0 +1,138 @@
+"""OpenAI-compatible chat completions over aiohttp, with bounded retries on 429/5xx/timeouts.
+
+Retries are hand-written (``backoff.next_delay``) rather than tenacity: the policy is ten lines, it must
+honour ``Retry-After`` and give every attempt its own ``traceparent`` span, and it keeps the dependency
+list short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from stoa_agents.backoff import is_retryable_status, next_delay, parse_retry_after
+from stoa_agents.tracing import child_traceparent, trace_id_of
+
+log = logging.getLogger("stoa.agents.model")
+
+
+class ModelError(RuntimeError):
+    """The model could not answer after all retries; ``str()`` is the provider's error, for the reason."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    tokens_in: int
+    tokens_out: int
+    model: str
+    duration_ms: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    max_tokens: int = 90
+    temperature: float = 0.7
+    timeout_seconds: float = 60.0
+    retries: int = 3
+    backoff_seconds: float = 0.5
+    backoff_max_seconds: float = 8.0
+
+
+def _error_text(status: int, body: str) -> str:
+    text = " ".join(body.split())[:300]
+    return f"HTTP {status}: {text}" if text else f"HTTP {status}"
+
+
+def _parse(data: Any, fallback_model: str) -> tuple[str, int, int, str]:
+    try:
+        choice = data["choices"][0]
+        content = choice["message"]["content"] or ""
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"response without choices[0].message.content: {str(data)[:200]}") from exc
+    usage = data.get("usage") or {}
+    return (
+        str(content).strip(),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        str(data.get("model") or fallback_model),
+    )
+
+
+class ModelClient:
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def complete(
+        self, messages: list[dict[str, str]], *, agent: str, conversation: str, traceparent: str | None
+    ) -> Completion:
+        """One chat completion; retries ``config.retries`` times, then raises ``ModelError``."""
+        cfg = self.config
+        body = {
+            "model": cfg.model,
+            "messages": messages,
+            "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature,
+            "stream": False,
+        }
+        url = cfg.base_url.rstrip("/") + "/chat/completions"
+        started = time.monotonic()
+        last_error = "no attempt made"
+        attempts = cfg.retries + 1
+        session = await self.session()
+        for attempt in range(1, attempts + 1):
+            span = child_traceparent(traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8))
+            headers = {"X-Stoa-Agent": agent, "X-Stoa-Conversation": conversation, "traceparent": span}
+            if cfg.api_key:
+                headers["Authorization"] = f"Bearer {cfg.api_key}"
+            retry_after: float | None = None
+            try:
+                timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds)
+                async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
+                    text = await resp.text()
+                    if resp.status == 200:
+                        content, tok_in, tok_out, model = _parse(json.loads(text), cfg.model)
+                        return Completion(
+                            content, tok_in, tok_out, model, int((time.monotonic() - started) * 1000), attempt
+                        )
+                    last_error = _error_text(resp.status, text)
+                    if not is_retryable_status(resp.status):
+                        raise ModelError(f"model {cfg.model} at {cfg.base_url}: {last_error}")
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            except TimeoutError:
+                last_error = f"timed out after {cfg.timeout_seconds:g}s"
+            except aiohttp.ClientError as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            except ValueError as exc:
+                last_error = f"invalid response: {exc}"
+            if attempt < attempts:
+                delay = next_delay(attempt, retry_after, cfg.backoff_seconds, cfg.backoff_max_seconds)
+                log.warning(
+                    "Model call failed agent=%s conversation=%s attempt=%d error=%r retry_in=%.2fs",
+                    agent, conversation, attempt, last_error, delay,
+                )
+                await asyncio.sleep(delay)
+        raise ModelError(f"model {cfg.model} at {cfg.base_url} failed after {attempts} attempts: {last_error}")
+
+

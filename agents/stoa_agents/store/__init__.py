@@ -1,0 +1,1 @@
+"""Postgres state of the runtime (asyncpg); SQL schema in versioned ``migrations/*.sql``."""
