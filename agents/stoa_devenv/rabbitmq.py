@@ -96,6 +96,7 @@ class RabbitMQServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=self.base,  # crash dumps (MnesiaCore.*) land next to the data, not in the caller's cwd
             )
         try:
             wait_until(

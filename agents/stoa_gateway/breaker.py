@@ -95,7 +95,9 @@ def breaker_release(breaker: Breaker) -> Breaker:
     return breaker
 
 
-def breaker_record(breaker: Breaker, cfg: CircuitBreakerPolicy, ok: bool, now: float) -> Breaker:
+def breaker_record(  # noqa: PLR0911 - one return per transition
+    breaker: Breaker, cfg: CircuitBreakerPolicy, ok: bool, now: float
+) -> Breaker:
     """Record the outcome of an admitted request."""
     if not cfg.enabled:
         return breaker

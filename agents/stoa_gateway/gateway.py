@@ -19,7 +19,7 @@ from stoa_gateway.breaker import (
     effective_state,
 )
 from stoa_gateway.metrics import GatewayMetrics
-from stoa_gateway.policy import GatewayConfig, ModelPolicySpec, Target
+from stoa_gateway.policy import GatewayConfig, Target
 from stoa_gateway.state import PolicyRuntime, TargetRuntime
 
 log = logging.getLogger("stoa.gateway")
@@ -72,8 +72,8 @@ class Gateway:
     # Circuit breaker transitions, audited and exported.
     def _breaker_changed(
         self,
+        *,
         policy: str,
-        spec: ModelPolicySpec,
         target: str,
         before: CircuitState,
         after: CircuitState,
@@ -91,23 +91,22 @@ class Gateway:
         log.info("Circuit %s policy=%s target=%s reason=%s", after, policy, target, reason)
         self.audit.emit(event, policy=policy, target=target, reason=reason, trace_id=trace_id)
 
-    def admit(self, runtime: PolicyRuntime, target: str, now: float, trace_id: str | None) -> bool:
+    def admit(self, runtime: PolicyRuntime, target: str, *, now: float, trace_id: str | None) -> bool:
         rt = runtime.target_runtime(target)
         before = rt.breaker.state
         ok, rt.breaker = breaker_admit(rt.breaker, runtime.spec.circuit_breaker, now)
         self._breaker_changed(
-            runtime.name,
-            runtime.spec,
-            target,
-            before,
-            rt.breaker.state,
-            trace_id,
-            "open period elapsed, probing",
+            policy=runtime.name,
+            target=target,
+            before=before,
+            after=rt.breaker.state,
+            trace_id=trace_id,
+            reason="open period elapsed, probing",
         )
         return ok
 
     def record(
-        self, runtime: PolicyRuntime, target: str, ok: bool, now: float, trace_id: str | None, reason: str
+        self, runtime: PolicyRuntime, target: str, *, ok: bool, now: float, trace_id: str | None, reason: str
     ) -> None:
         rt = runtime.target_runtime(target)
         before = rt.breaker.state
@@ -115,7 +114,14 @@ class Gateway:
         why = "probe succeeded" if ok else reason
         if rt.breaker.state is CircuitState.OPEN and before is CircuitState.CLOSED:
             why = f"error rate over threshold, last: {reason}"
-        self._breaker_changed(runtime.name, runtime.spec, target, before, rt.breaker.state, trace_id, why)
+        self._breaker_changed(
+            policy=runtime.name,
+            target=target,
+            before=before,
+            after=rt.breaker.state,
+            trace_id=trace_id,
+            reason=why,
+        )
 
     def release(self, runtime: PolicyRuntime, target: str) -> None:
         rt = runtime.target_runtime(target)

@@ -56,7 +56,7 @@ class StreamRelay:
         text, self._pending = self._mask(self._pending), ""
         return [encode_json_event(self._chunk({"content": text}, None))]
 
-    def process(self, data: str) -> list[bytes]:
+    def process(self, data: str) -> list[bytes]:  # noqa: PLR0911, PLR0912 - one branch per kind of event
         """Bytes to send to the client for one upstream event's ``data``."""
         if self.finished:
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -39,7 +40,7 @@ class Failure:
         return str(self.kind)
 
 
-def classify_failure(failure: Failure, cfg: RetryPolicy) -> Disposition:
+def classify_failure(failure: Failure, cfg: RetryPolicy) -> Disposition:  # noqa: PLR0911 - a decision table
     if failure.kind is FailureKind.TIMEOUT:
         return Disposition.RETRY if cfg.retry_on_timeout else Disposition.NEXT_TARGET
     if failure.kind is FailureKind.CONNECTION:
@@ -90,6 +91,6 @@ def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
         except (TypeError, ValueError):
             return None
         seconds = when.timestamp() - now_epoch
-    if seconds != seconds:  # NaN
+    if math.isnan(seconds):
         return None
     return max(0.0, seconds)

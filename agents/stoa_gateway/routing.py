@@ -27,7 +27,7 @@ class RequestFeatures:
 
 @dataclass(frozen=True, slots=True)
 class TargetView:
-    breaker: Breaker = Breaker()
+    breaker: Breaker = field(default_factory=Breaker)
     in_flight: int = 0
     ewma_latency: float | None = None
     rpm_bucket: Bucket | None = None
@@ -92,10 +92,7 @@ def route_matches(match: RouteMatch, features: RequestFeatures) -> bool:
         return False
     if match.agents and features.agent not in match.agents:
         return False
-    for header in match.headers:
-        if features.headers.get(header.name.lower()) not in header.values:
-            return False
-    return True
+    return all(features.headers.get(h.name.lower()) in h.values for h in match.headers)
 
 
 def select_route(policy: ModelPolicySpec, features: RequestFeatures) -> Route | None:
@@ -106,9 +103,10 @@ def select_route(policy: ModelPolicySpec, features: RequestFeatures) -> Route | 
     return None
 
 
-def order_targets(
+def order_targets(  # noqa: PLR0911 - one return per strategy
     names: Sequence[str],
     strategy: Strategy,
+    *,
     targets: Mapping[str, Target],
     views: Mapping[str, TargetView],
     rr_counter: int,
@@ -213,7 +211,12 @@ def plan_attempts(policy: ModelPolicySpec, features: RequestFeatures, observed: 
         names = route.targets if route else [t.name for t in policy.targets]
         strategy = (route.strategy if route else None) or policy.strategy
         candidates = order_targets(
-            names, strategy, by_name, observed.targets, observed.rr_counter, observed.rand
+            names,
+            strategy,
+            targets=by_name,
+            views=observed.targets,
+            rr_counter=observed.rr_counter,
+            rand=observed.rand,
         )
         if route:
             candidates += [n for n in route.fallback_targets if n not in candidates]

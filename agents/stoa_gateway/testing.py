@@ -14,6 +14,7 @@ from stoa_gateway.server import RunningGateway, start_gateway
 
 FakeFactory = Callable[..., Awaitable[RunningFake]]
 
+
 class GatewayFactory:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
@@ -21,7 +22,9 @@ class GatewayFactory:
         self.config_path = tmp_path / "gateway.yaml"
         self.audit_path = tmp_path / "audit.jsonl"
 
-    async def __call__(self, policies: dict[str, dict[str, Any]], *, reload_interval: float = 0.0) -> RunningGateway:
+    async def __call__(
+        self, policies: dict[str, dict[str, Any]], *, reload_interval: float = 0.0
+    ) -> RunningGateway:
         self.write(policies)
         gw = await start_gateway(
             self.config_path, audit_log=str(self.audit_path), reload_interval=reload_interval
@@ -49,7 +52,10 @@ def ask(policy: str, content: str = "hello", **extra: Any) -> dict[str, Any]:
 
 
 async def chat(
-    http: aiohttp.ClientSession, gw: RunningGateway, body: dict[str, Any], headers: dict[str, str] | None = None
+    http: aiohttp.ClientSession,
+    gw: RunningGateway,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     async with http.post(f"{gw.base_url}/chat/completions", json=body, headers=headers or {}) as resp:
         return resp.status, await resp.json(), dict(resp.headers)
@@ -76,7 +82,7 @@ def stream_text(events: list[str]) -> str:
     return "".join(out)
 
 
-async def metric(http: aiohttp.ClientSession, gw: RunningGateway, name: str, **labels: str) -> float:
+async def metric(http: aiohttp.ClientSession, gw: RunningGateway, name: str, /, **labels: str) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     async with http.get(f"{gw.url}/metrics") as resp:
         text = await resp.text()

@@ -26,6 +26,7 @@ class StreamStart:
     """An upstream stream that produced its first token; ``events`` are the data read so far."""
 
     response: aiohttp.ClientResponse
+    decoder: SseDecoder
     events: list[str] = field(default_factory=list)
     done: bool = False
 
@@ -67,17 +68,17 @@ def _client_failure(exc: BaseException, timeout: float) -> Failure:
 
 
 async def post_completion(
-    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str], timeout: float
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str], limit_seconds: float
 ) -> Completion | Failure:
     """One non-streaming attempt; non-2xx statuses are returned as ``Failure`` with the status."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_seconds):
             async with session.post(url, data=payload, headers=headers) as resp:
                 raw = await resp.read()
                 status = resp.status
                 retry_after = resp.headers.get("Retry-After")
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        return _client_failure(exc, timeout)
+        return _client_failure(exc, limit_seconds)
     if status != 200:
         return _status_failure(status, raw, retry_after)
     try:
@@ -104,13 +105,29 @@ def is_first_token(chunk: dict[str, Any]) -> bool:
     return False
 
 
+def _first_token_verdict(data: str) -> bool | Failure:
+    """True when ``data`` commits the stream, a Failure for a broken event, False to read on."""
+    if data == DONE:
+        return True
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return Failure(FailureKind.INVALID_RESPONSE, "stream event is not JSON")
+    if not isinstance(chunk, dict):
+        return False
+    if chunk.get("error"):
+        message = _error_message(data.encode())
+        return Failure(FailureKind.INVALID_RESPONSE, f"error event before the first token: {message}")
+    return is_first_token(chunk)
+
+
 async def open_stream(
-    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str], timeout: float
+    session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str], limit_seconds: float
 ) -> StreamStart | Failure:
-    """Start a streaming attempt and read until the first token (within ``timeout``)."""
+    """Start a streaming attempt and read until the first token (within ``limit_seconds``)."""
     resp: aiohttp.ClientResponse | None = None
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_seconds):
             resp = await session.post(url, data=payload, headers=headers)
             if resp.status != 200:
                 raw = await resp.read()
@@ -119,30 +136,21 @@ async def open_stream(
             decoder = SseDecoder()
             events: list[str] = []
             while True:
-                line = await resp.content.readline()
-                data = decoder.feed(line) if line else decoder.flush()
-                if data is None:
-                    if not line:
+                raw = await resp.content.readany()
+                fresh = decoder.push(raw) if raw else [e for e in [decoder.flush()] if e is not None]
+                for i, data in enumerate(fresh):
+                    verdict = _first_token_verdict(data)
+                    if verdict is True:  # commit, keeping whatever else this read brought
+                        events.extend(fresh[i:])
+                        return StreamStart(resp, decoder, events, done=DONE in fresh[i:])
+                    if isinstance(verdict, Failure):
                         resp.close()
-                        return Failure(FailureKind.INVALID_RESPONSE, "stream ended before the first token")
-                    continue
-                events.append(data)
-                if data == DONE:
-                    return StreamStart(resp, events, done=True)
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
+                        return verdict
+                    events.append(data)
+                if not raw:
                     resp.close()
-                    return Failure(FailureKind.INVALID_RESPONSE, "stream event is not JSON")
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    resp.close()
-                    return Failure(
-                        FailureKind.INVALID_RESPONSE,
-                        f"error event before the first token: {_error_message(data.encode())}",
-                    )
-                if isinstance(chunk, dict) and is_first_token(chunk):
-                    return StreamStart(resp, events)
+                    return Failure(FailureKind.INVALID_RESPONSE, "stream ended before the first token")
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         if resp is not None:
             resp.close()
-        return _client_failure(exc, timeout)
+        return _client_failure(exc, limit_seconds)

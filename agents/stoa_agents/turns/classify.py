@@ -12,7 +12,7 @@ class FailureKind(StrEnum):
     MALFORMED = "malformed"  # body is not a turn message
     UNKNOWN_CONVERSATION = "unknownConversation"
     MISROUTED = "misrouted"  # message addressed to another agent, or a seq from the future
-    DATABASE_UNAVAILABLE = "databaseUnavailable"
+    TRANSIENT = "transient"  # database unreachable, publish refused or unconfirmed
     BROKER_UNAVAILABLE = "brokerUnavailable"  # our channel/connection is gone: the delivery is void
     UNEXPECTED = "unexpected"  # a bug or a poison message
 
@@ -41,10 +41,10 @@ def classify(kind: FailureKind, infra_elapsed_seconds: float, infra_budget_secon
             return Decision(Action.ACK, "conversation already finished")
         case FailureKind.MALFORMED | FailureKind.UNKNOWN_CONVERSATION | FailureKind.MISROUTED:
             return Decision(Action.REJECT, f"cannot be processed ({kind.value})")
-        case FailureKind.DATABASE_UNAVAILABLE:
+        case FailureKind.TRANSIENT:
             if infra_elapsed_seconds < infra_budget_seconds:
-                return Decision(Action.RETRY, "database unavailable, retrying in place")
-            return Decision(Action.EXIT, f"database unavailable for {infra_elapsed_seconds:.0f}s")
+                return Decision(Action.RETRY, "transient failure, retrying in place")
+            return Decision(Action.EXIT, f"transient failure for {infra_elapsed_seconds:.0f}s, giving up the message")
         case FailureKind.BROKER_UNAVAILABLE:
             return Decision(Action.ABANDON, "broker connection lost; the message will be redelivered")
         case FailureKind.UNEXPECTED:

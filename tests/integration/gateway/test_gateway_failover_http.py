@@ -33,7 +33,10 @@ async def test_primary_down_backup_answers(
     assert headers["X-Stoa-Target"] == "backup"
     assert primary.chat_requests == 1
     assert backup.state.last[-1]["body"]["model"] == "model-backup"
-    assert await metric(http, gw, "stoa_gateway_fallbacks_total", from_target="primary", reason="status_5xx") == 1
+    assert (
+        await metric(http, gw, "stoa_gateway_fallbacks_total", from_target="primary", reason="status_5xx")
+        == 1
+    )
     fallbacks = [e for e in gateway.audit() if e["event"] == "fallback"]
     assert fallbacks[0]["target"] == "backup"
     assert fallbacks[0]["fromTarget"] == "primary"
@@ -74,7 +77,14 @@ async def test_all_targets_failed_names_each_attempt(
 ) -> None:
     a = await fake(default=Behaviour(status=503, error_message="overloaded"))
     b = await fake(default=Behaviour(status=401, error_message="account suspended"))
-    gw = await gateway({"chat": {"targets": [target("a", a), target("b", b)], "retry": {"attempts": 4, "baseBackoffSeconds": 0}}})
+    gw = await gateway(
+        {
+            "chat": {
+                "targets": [target("a", a), target("b", b)],
+                "retry": {"attempts": 4, "baseBackoffSeconds": 0},
+            }
+        }
+    )
 
     status, body, _ = await chat(http, gw, ask("chat"))
 
@@ -133,7 +143,10 @@ async def test_429_storm_cools_the_target_down_for_retry_after(
         assert body["choices"][0]["message"]["content"] == "backup"
 
     assert primary.chat_requests == 1  # later requests skip it until Retry-After has passed
-    assert await metric(http, gw, "stoa_gateway_fallbacks_total", from_target="primary", reason="cooling_down") == 4
+    assert (
+        await metric(http, gw, "stoa_gateway_fallbacks_total", from_target="primary", reason="cooling_down")
+        == 4
+    )
 
 
 async def test_every_target_rate_limited_upstream_returns_429(
@@ -184,7 +197,9 @@ async def test_breaker_opens_skips_target_then_probes_and_closes(
     assert body["choices"][0]["message"]["content"] == "flaky"  # the half-open probe
     assert flaky.chat_requests == 4
     assert await metric(http, gw, "stoa_gateway_circuit_state", target="flaky") == 0
-    events = [e["event"] for e in gateway.audit() if e["target"] == "flaky" and e["event"].startswith("breaker")]
+    events = [
+        e["event"] for e in gateway.audit() if e["target"] == "flaky" and e["event"].startswith("breaker")
+    ]
     assert events == ["breaker_opened", "breaker_half_open", "breaker_closed"]
 
 

@@ -1,0 +1,78 @@
+{{/* Chart name, truncated to 63 characters. */}}
+{{- define "stoa.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: the release name, unless it does not contain the chart name. */}}
+{{- define "stoa.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "stoa.operatorName" -}}
+{{- printf "%s-operator" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stoa.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stoa.labels" -}}
+helm.sh/chart: {{ include "stoa.chart" . }}
+app.kubernetes.io/name: {{ include "stoa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: stoa
+{{- end }}
+
+{{- define "stoa.operatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "stoa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "stoa.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "stoa.operatorName" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "stoa.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The Secret (keys rabbitmqUrl, postgresDsn) in each Agent namespace, and in the release namespace. */}}
+{{- define "stoa.connectionsSecret" -}}
+{{- .Values.connections.secretName }}
+{{- end }}
+
+{{- define "stoa.rabbitmqName" -}}
+{{- printf "%s-rabbitmq" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stoa.postgresName" -}}
+{{- printf "%s-postgres" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* A password: the value given, else the one stored in the existing Secret, else a new random one. */}}
+{{- define "stoa.password" -}}
+{{- $given := index . 0 }}{{- $secret := index . 1 }}{{- $key := index . 2 }}
+{{- if $given }}
+{{- $given }}
+{{- else if and $secret (hasKey $secret.data $key) }}
+{{- index $secret.data $key | b64dec }}
+{{- else }}
+{{- randAlphaNum 24 }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,165 @@
+"""An Agent's children (pure): Deployment running ``stoa agent``, headless Service, ServiceAccount.
+
+The Deployment's env follows the runtime's contract (``STOA_*``, see ``stoa_agents.settings`` and
+docs/runtime.md); RabbitMQ/Postgres URLs come from the connection Secret named in operator settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stoa_api.agent import AgentSpec
+from stoa_operator.builders.common import (
+    agent_child_name,
+    agent_labels,
+    container_security,
+    metadata,
+    pod_security,
+    selector,
+    service_account,
+)
+
+CONNECTION_KEYS = {"STOA_RABBITMQ_URL": "rabbitmqUrl", "STOA_POSTGRES_DSN": "postgresDsn"}
+DEFAULT_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
+DEFAULT_LIMITS = {"memory": "256Mi"}
+
+
+@dataclass(frozen=True)
+class AgentInputs:
+    name: str
+    namespace: str
+    spec: AgentSpec
+    owner: dict[str, Any]
+    image: str
+    connection_secret: str
+    model_base_url: str | None  # the namespace gateway; None when the agent names a model directly
+    queue: str
+    metrics_port: int = 9090
+    image_pull_policy: str = "IfNotPresent"
+
+
+def _resources(spec: AgentSpec) -> dict[str, Any]:
+    requests = spec.resources.requests.model_dump(exclude_none=True) or dict(DEFAULT_REQUESTS)
+    limits = spec.resources.limits.model_dump(exclude_none=True) or dict(DEFAULT_LIMITS)
+    return {"requests": requests, "limits": limits}
+
+
+def agent_env(inputs: AgentInputs) -> list[dict[str, Any]]:
+    spec = inputs.spec
+    env: list[dict[str, Any]] = [
+        {"name": "STOA_AGENT_NAME", "value": inputs.name},
+        {"name": "STOA_AGENT_ROLE", "value": spec.role},
+        {"name": "STOA_PERSONA", "value": spec.persona},
+        {"name": "STOA_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "STOA_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "STOA_QUEUE", "value": inputs.queue},
+    ]
+    if spec.model_policy_ref is not None and inputs.model_base_url is not None:
+        env.append({"name": "STOA_MODEL_BASE_URL", "value": inputs.model_base_url})
+        env.append({"name": "STOA_MODEL_NAME", "value": spec.model_policy_ref.name})
+        if spec.fallback_policies:
+            fallbacks = ",".join(p.name for p in spec.fallback_policies)
+            env.append({"name": "STOA_MODEL_FALLBACK_POLICIES", "value": fallbacks})
+    elif spec.model is not None:
+        env.append({"name": "STOA_MODEL_NAME", "value": spec.model})
+    env.extend(
+        {
+            "name": var,
+            "valueFrom": {"secretKeyRef": {"name": inputs.connection_secret, "key": key}},
+        }
+        for var, key in CONNECTION_KEYS.items()
+    )
+    env.extend(
+        [
+            {"name": "STOA_MEMORY_ENABLED", "value": "true" if spec.memory.enabled else "false"},
+            {"name": "STOA_MEMORY_RETENTION_DAYS", "value": str(spec.memory.retention_days)},
+            {"name": "STOA_METRICS_PORT", "value": str(inputs.metrics_port)},
+        ]
+    )
+    env.extend({"name": e.name, "value": e.value} for e in spec.env)
+    return env
+
+
+def build_deployment(inputs: AgentInputs) -> dict[str, Any]:
+    labels = agent_labels(inputs.name)
+    name = agent_child_name(inputs.name)
+    container = {
+        "name": "agent",
+        "image": inputs.spec.image or inputs.image,
+        "imagePullPolicy": inputs.image_pull_policy,
+        "command": ["stoa", "agent"],
+        "env": agent_env(inputs),
+        "ports": [{"name": "metrics", "containerPort": inputs.metrics_port, "protocol": "TCP"}],
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "metrics"},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+        },
+        "resources": _resources(inputs.spec),
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - emptyDir, read-only root
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(name, inputs.namespace, labels, [inputs.owner]),
+        "spec": {
+            "replicas": inputs.spec.replicas,
+            "selector": {"matchLabels": selector(labels)},
+            # Standbys take over mid-turn (state is in Postgres): replace pods one at a time, never
+            # dropping below the desired count.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": name,
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(),
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "topologySpreadConstraints": [
+                        {
+                            "maxSkew": 1,
+                            "topologyKey": "kubernetes.io/hostname",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": {"matchLabels": selector(labels)},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def build_service(inputs: AgentInputs) -> dict[str, Any]:
+    """Headless: stable DNS per replica for metrics scraping; agents talk through RabbitMQ, not HTTP."""
+    labels = agent_labels(inputs.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(agent_child_name(inputs.name), inputs.namespace, labels, [inputs.owner]),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(labels),
+            "ports": [{"name": "metrics", "port": inputs.metrics_port, "targetPort": "metrics"}],
+            "publishNotReadyAddresses": True,
+        },
+    }
+
+
+def build_agent(inputs: AgentInputs) -> list[dict[str, Any]]:
+    """Every child of an Agent, in apply order."""
+    labels = agent_labels(inputs.name)
+    name = agent_child_name(inputs.name)
+    return [
+        service_account(name, inputs.namespace, labels, [inputs.owner]),
+        build_service(inputs),
+        build_deployment(inputs),
+    ]

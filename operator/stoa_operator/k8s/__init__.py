@@ -1,0 +1,1 @@
+"""Kubernetes API adapters: the only place that imports the kubernetes client."""

@@ -1,0 +1,1 @@
+"""One idempotent reconcile per kind: observe, build the desired children, apply, write status."""

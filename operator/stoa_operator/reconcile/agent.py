@@ -1,0 +1,98 @@
+"""Agent -> Deployment (``stoa agent``), headless Service, ServiceAccount; status from both + runtime."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from stoa_api.agent import AgentSpec
+from stoa_operator.builders.agent import CONNECTION_KEYS, AgentInputs, build_agent
+from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
+from stoa_operator.errors import InvalidSpecError
+from stoa_operator.models.kinds import MODEL_POLICY
+from stoa_operator.reconcile import readiness
+from stoa_operator.reconcile.context import Context, Outcome, finish
+from stoa_operator.runtime_adapter import RuntimeUnavailableError, agent_queue
+
+log = logging.getLogger(__name__)
+
+
+def missing_references(ctx: Context, namespace: str, spec: AgentSpec) -> list[str]:
+    missing = []
+    refs = ([spec.model_policy_ref] if spec.model_policy_ref else []) + list(spec.fallback_policies)
+    for ref in refs:
+        if ctx.kube.get(MODEL_POLICY.api_version, MODEL_POLICY.kind, namespace, ref.name) is None:
+            missing.append(f"ModelPolicy {ref.name} not found")
+    secret_name = ctx.settings.connection_secret
+    secret = ctx.kube.get("v1", "Secret", namespace, secret_name)
+    if secret is None:
+        missing.append(f"Secret {secret_name} not found")
+    else:
+        absent = [k for k in CONNECTION_KEYS.values() if k not in (secret.get("data") or {})]
+        if absent:
+            missing.append(f"Secret {secret_name} has no key {', '.join(absent)}")
+    return missing
+
+
+def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Any]:
+    conn, problem = ctx.connection(namespace)
+    if conn is None:
+        return {}, readiness.runtime_synced(problem, configured=False)
+    try:
+        rec = ctx.runtime.agent_status(conn, name)
+    except RuntimeUnavailableError as exc:
+        return {}, readiness.runtime_synced(str(exc), configured=True)
+    fields = {
+        "activePod": rec.active_pod,
+        "previousPod": rec.previous_pod,
+        "takeovers": rec.takeovers,
+        "turnsHandled": rec.turns,
+        "tokensIn": rec.tokens_in,
+        "tokensOut": rec.tokens_out,
+        "costUSD": rec.cost_usd,
+    }
+    return fields, readiness.runtime_synced(None, configured=True)
+
+
+def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        spec = AgentSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = f"invalid spec: {exc.errors()[0]['msg']}"
+        finish(ctx, body, readiness.invalid(message), {})
+        raise InvalidSpecError(f"Agent {namespace}/{name}: {message}") from exc
+    queue = agent_queue(name)
+    missing = missing_references(ctx, namespace, spec)
+    if missing:
+        return finish(
+            ctx, body, readiness.blocked(missing), {"queue": queue}, retry_in=ctx.settings.retry_seconds
+        )
+    s = ctx.settings
+    inputs = AgentInputs(
+        name=name,
+        namespace=namespace,
+        spec=spec,
+        owner=owner_from_body(body).reference(controller=True),
+        image=s.agent_image,
+        connection_secret=s.connection_secret,
+        model_base_url=gateway_endpoint(namespace, s.gateway_port),
+        queue=queue,
+        metrics_port=s.agent_metrics_port,
+        image_pull_policy=s.image_pull_policy,
+    )
+    applied = [ctx.kube.apply(child) for child in build_agent(inputs)]
+    ro = readiness.rollout(applied[-1])
+    observations = readiness.workload(f"Deployment {agent_child_name(name)}", ro, [], "")
+    runtime_fields, synced = _runtime_fields(ctx, namespace, name)
+    fields = {
+        "replicas": spec.replicas,
+        "readyReplicas": ro.ready,
+        "standbyReplicas": max(ro.ready - 1, 0),
+        "queue": queue,
+        **runtime_fields,
+    }
+    return finish(ctx, body, [*observations, synced], fields)

@@ -1,0 +1,104 @@
+"""Everything a reconcile needs from outside: API adapter, runtime adapter, settings, clock, probes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from stoa_operator.reconcile.conditions import (
+    Event,
+    Observation,
+    merge_conditions,
+    status_changed,
+    transition_events,
+)
+from stoa_operator.runtime_adapter import Connection
+from stoa_operator.settings import OperatorSettings
+
+
+class KubeApi(Protocol):
+    def apply(self, manifest: dict[str, Any]) -> dict[str, Any]: ...
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]: ...
+    def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]: ...
+    def event(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None: ...
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Context:
+    kube: KubeApi
+    runtime: Any  # stoa_operator.runtime_adapter.Runtime (duck-typed for tests)
+    settings: OperatorSettings
+    clock: Callable[[], str] = utc_now
+    gateway_probe: Callable[[str, float], dict[str, Any] | None] = lambda _url, _timeout: None
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def namespace_lock(self, namespace: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(namespace, threading.Lock())
+
+    def connection(self, namespace: str) -> tuple[Connection | None, str | None]:
+        """The runtime connection for a namespace: operator settings, else its connection Secret.
+
+        Returns (connection, problem); problem names what is missing.
+        """
+        s = self.settings
+        if s.postgres_dsn:
+            return Connection(s.postgres_dsn, s.rabbitmq_url), None
+        secret = self.kube.get("v1", "Secret", namespace, s.connection_secret)
+        if secret is None:
+            return None, f"Secret {s.connection_secret} not found"
+        data = secret.get("data") or {}
+        if "postgresDsn" not in data:
+            return None, f"Secret {s.connection_secret} has no key postgresDsn"
+        url = base64.b64decode(data["rabbitmqUrl"]).decode() if "rabbitmqUrl" in data else None
+        return Connection(base64.b64decode(data["postgresDsn"]).decode(), url), None
+
+
+@dataclass
+class Outcome:
+    """What a reconcile did: the status it wants, the events it posted, and whether to retry soon."""
+
+    status: dict[str, Any]
+    events: list[Event]
+    written: bool
+    retry_in: float | None = None
+    retry_reason: str = ""
+
+
+def finish(
+    ctx: Context,
+    body: dict[str, Any],
+    observations: list[Observation],
+    fields: dict[str, Any],
+    retry_in: float | None = None,
+) -> Outcome:
+    """Merge conditions, write status only if it changed, post events for flips."""
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    current = body.get("status") or {}
+    old_conditions = list(current.get("conditions") or [])
+    conditions = merge_conditions(old_conditions, observations, generation, ctx.clock())
+    desired = {**fields, "observedGeneration": generation, "conditions": conditions}
+    written = False
+    if status_changed(current, desired):
+        ctx.kube.patch_status(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], desired)
+        written = True
+    events = transition_events(body["kind"], old_conditions, conditions)
+    for event in events:
+        ctx.kube.event(body, event.type, event.reason, event.message, ctx.clock())
+    reason = "; ".join(o.message for o in observations if o.type == "Degraded" and o.status)
+    return Outcome(desired, events, written, retry_in, reason)

@@ -1,0 +1,105 @@
+"""Conversation -> the durable runtime record and kickoff (started once), suspend/resume, status sync."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from stoa_api.conversation import ConversationSpec, TranscriptRetention
+from stoa_operator.errors import InvalidSpecError, TemporaryError
+from stoa_operator.models.kinds import AGENT
+from stoa_operator.reconcile import readiness
+from stoa_operator.reconcile.context import Context, Outcome, finish
+from stoa_operator.runtime_adapter import RuntimeUnavailableError, runtime_name, transcript_hint
+
+log = logging.getLogger(__name__)
+TERMINAL = ("Succeeded", "Failed")
+
+
+def _spec(ctx: Context, body: dict[str, Any]) -> ConversationSpec:
+    meta = body["metadata"]
+    try:
+        return ConversationSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = f"invalid spec: {exc.errors()[0]['msg']}"
+        finish(ctx, body, readiness.invalid(message), {})
+        raise InvalidSpecError(f"Conversation {meta['namespace']}/{meta['name']}: {message}") from exc
+
+
+def is_settled(body: dict[str, Any]) -> bool:
+    """Finished and already observed: the status timer has nothing left to do."""
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    return status.get("phase") in TERMINAL and status.get("observedGeneration") == generation
+
+
+def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    spec = _spec(ctx, body)
+    base = {"runtimeName": runtime_name(namespace, name), "transcript": transcript_hint(namespace, name)}
+    missing = [
+        f"Agent {p.agent_ref} not found"
+        for p in spec.participants
+        if ctx.kube.get(AGENT.api_version, AGENT.kind, namespace, p.agent_ref) is None
+    ]
+    conn, problem = ctx.connection(namespace)
+    if problem:
+        missing.append(problem)
+    if missing or conn is None:
+        fields = {**base, "phase": (body.get("status") or {}).get("phase") or "Pending"}
+        return finish(ctx, body, readiness.blocked(missing), fields, retry_in=ctx.settings.retry_seconds)
+    try:
+        record = ctx.runtime.ensure_conversation(conn, namespace, name, spec, uid)
+    except RuntimeUnavailableError as exc:
+        fields = {**base, "phase": (body.get("status") or {}).get("phase") or "Pending"}
+        return finish(
+            ctx,
+            body,
+            readiness.blocked([str(exc)], "RuntimeUnavailable"),
+            fields,
+            retry_in=ctx.settings.retry_seconds,
+        )
+    if record.id != uid:
+        message = (
+            f"the runtime already holds conversation {runtime_name(namespace, name)} "
+            "from an earlier resource "
+            "(transcript kept); delete it with transcriptRetention purge or use another name"
+        )
+        return finish(ctx, body, readiness.blocked([message], "NameInUse"), base)
+    fields = {
+        **base,
+        "conversationId": record.id,
+        "phase": record.phase,
+        "turns": record.turns,
+        "lastSpeaker": record.last_speaker,
+        "tokensIn": record.tokens_in,
+        "tokensOut": record.tokens_out,
+        "costUSD": record.cost_usd,
+        "startedAt": record.started_at,
+        "finishedAt": record.finished_at,
+        "failureReason": record.reason if record.phase == "Failed" else None,
+    }
+    return finish(ctx, body, readiness.conversation(record.phase, record.reason), fields)
+
+
+def stop_conversation(ctx: Context, body: dict[str, Any]) -> str:
+    """On deletion (finalizer): stop it; purge the transcript if ``transcriptRetention: purge``."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    try:
+        purge = (
+            ConversationSpec.model_validate(body.get("spec") or {}).transcript_retention
+            is TranscriptRetention.PURGE
+        )
+    except ValidationError:
+        purge = False
+    conn, problem = ctx.connection(namespace)
+    if conn is None:
+        return f"not stopped: {problem}"
+    try:
+        return str(ctx.runtime.stop_conversation(conn, namespace, name, uid, purge))
+    except RuntimeUnavailableError as exc:
+        raise TemporaryError(f"cannot stop conversation {namespace}/{name}: {exc}", delay=10) from exc

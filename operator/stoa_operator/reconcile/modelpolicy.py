@@ -1,0 +1,125 @@
+"""ModelPolicy -> the namespace gateway's config, Deployment, Service; status with per-target health."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from stoa_gateway.policy import ModelPolicySpec
+from stoa_operator.builders.common import (
+    GATEWAY_NAME,
+    gateway_endpoint,
+    gateway_labels,
+    owner_from_body,
+    selector,
+)
+from stoa_operator.builders.gateway import GatewayInputs, build_gateway, config_hash, key_envs, render_config
+from stoa_operator.errors import InvalidSpecError
+from stoa_operator.models.kinds import MODEL_POLICY
+from stoa_operator.reconcile import readiness
+from stoa_operator.reconcile.context import Context, Outcome, finish
+
+log = logging.getLogger(__name__)
+
+
+def live_policies(
+    ctx: Context, namespace: str, exclude: str | None = None
+) -> dict[str, tuple[ModelPolicySpec, dict[str, Any]]]:
+    """Every valid, not-deleting ModelPolicy of a namespace: name -> (spec, owner reference)."""
+    found = {}
+    for item in ctx.kube.list(MODEL_POLICY.api_version, MODEL_POLICY.kind, namespace):
+        meta = item["metadata"]
+        if meta.get("deletionTimestamp") or meta["name"] == exclude:
+            continue
+        try:
+            spec = ModelPolicySpec.model_validate(item.get("spec") or {})
+        except ValidationError:
+            continue
+        found[meta["name"]] = (spec, owner_from_body(item).reference(controller=False))
+    return found
+
+
+def sync_gateway(
+    ctx: Context, namespace: str, exclude: str | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """Apply the namespace gateway for its live policies; returns (Deployment, config text).
+
+    Serialised per namespace: every policy reconcile renders the whole shared config.
+    """
+    with ctx.namespace_lock(namespace):
+        policies = live_policies(ctx, namespace, exclude)
+        specs = {name: spec for name, (spec, _) in policies.items()}
+        if not policies:
+            return None, render_config({})
+        s = ctx.settings
+        inputs = GatewayInputs(
+            namespace=namespace,
+            policies=specs,
+            owners=[policies[name][1] for name in sorted(policies)],
+            image=s.gateway_image,
+            replicas=s.gateway_replicas,
+            port=s.gateway_port,
+            image_pull_policy=s.image_pull_policy,
+        )
+        applied = [ctx.kube.apply(child) for child in build_gateway(inputs)]
+        return applied[-1], render_config(specs)
+
+
+def _missing_secrets(ctx: Context, namespace: str, spec: ModelPolicySpec) -> list[str]:
+    missing = []
+    seen: dict[str, dict[str, Any] | None] = {}
+    for target in spec.targets:
+        ref = target.api_key_secret_ref
+        if ref is None:
+            continue
+        if ref.name not in seen:
+            seen[ref.name] = ctx.kube.get("v1", "Secret", namespace, ref.name)
+        secret = seen[ref.name]
+        if secret is None:
+            missing.append(f"target {target.name}: Secret {ref.name} not found")
+        elif ref.key not in (secret.get("data") or {}):
+            missing.append(f"target {target.name}: Secret {ref.name} has no key {ref.key}")
+    return missing
+
+
+def _target_health(ctx: Context, namespace: str, name: str, spec: ModelPolicySpec) -> list[dict[str, Any]]:
+    labels = selector(gateway_labels())
+    pods = ctx.kube.list("v1", "Pod", namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
+    replies = []
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and (pod.get("status") or {}).get("phase") == "Running":
+            url = f"http://{ip}:{ctx.settings.gateway_port}/v1/stoa/status"
+            reply = ctx.gateway_probe(url, ctx.settings.gateway_status_timeout_seconds)
+            if reply is not None:
+                replies.append(reply)
+    return readiness.merge_target_health(name, [t.name for t in spec.targets], replies)
+
+
+def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        spec = ModelPolicySpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = f"invalid spec: {exc.errors()[0]['msg']}"
+        finish(ctx, body, readiness.invalid(message), {})
+        raise InvalidSpecError(f"ModelPolicy {namespace}/{name}: {message}") from exc
+    deployment, config_text = sync_gateway(ctx, namespace)
+    problems = _missing_secrets(ctx, namespace, spec)
+    _, conflicts = key_envs({name: spec} | {n: s for n, (s, _) in live_policies(ctx, namespace).items()})
+    if name in conflicts:
+        problems.append(conflicts[name])
+    reason = "SecretNotFound" if problems and "Secret" in problems[0] else "KeyEnvConflict"
+    observations = readiness.workload(
+        f"gateway {GATEWAY_NAME}", readiness.rollout(deployment), problems, reason
+    )
+    fields = {
+        "endpoint": gateway_endpoint(namespace, ctx.settings.gateway_port),
+        "gateway": GATEWAY_NAME,
+        "configHash": config_hash(config_text),
+        "targets": _target_health(ctx, namespace, name, spec),
+    }
+    return finish(ctx, body, observations, fields, retry_in=ctx.settings.retry_seconds if problems else None)

@@ -1,0 +1,237 @@
+"""The operator's door to the agent runtime (``stoa_agents.control``): a sync facade over its async API.
+
+Reconciles run in kopf's worker threads; this adapter owns one private event loop thread where the
+asyncpg pools and RabbitMQ connections live (one per distinct connection, reused across reconciles).
+Connection problems surface as ``RuntimeUnavailableError`` so status can say so instead of crashing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from stoa_api.conversation import ConversationSpec
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class RuntimeUnavailableError(Exception):
+    """Postgres or RabbitMQ could not be reached (or refused us); the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    postgres_dsn: str
+    rabbitmq_url: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    active_pod: str | None
+    previous_pod: str | None
+    takeovers: int
+    turns: int
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: str
+    phase: str
+    reason: str
+    turns: int
+    last_speaker: str | None
+    tokens_in: int
+    tokens_out: int
+    cost_usd: float
+    started_at: str | None
+    finished_at: str | None
+
+
+def runtime_name(namespace: str, name: str) -> str:
+    """Conversations of all namespaces share the runtime store: the key is ``<namespace>/<name>``."""
+    return f"{namespace}/{name}"
+
+
+def agent_queue(agent: str) -> str:
+    from stoa_agents.bus.topology import queue_name
+
+    return queue_name(agent)
+
+
+def transcript_hint(namespace: str, name: str) -> str:
+    return f'stoa transcript {runtime_name(namespace, name)} --postgres-url "$STOA_POSTGRES_DSN"'
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    text: str = value.isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z")
+
+
+def _conversation(status: Any) -> ConversationRecord:
+    return ConversationRecord(
+        id=str(status.id),
+        phase=str(status.phase.value),
+        reason=str(status.reason or ""),
+        turns=int(status.turns),
+        last_speaker=status.last_speaker,
+        tokens_in=int(status.tokens_in),
+        tokens_out=int(status.tokens_out),
+        cost_usd=round(float(status.cost_usd), 6),
+        started_at=_iso(status.started_at),
+        finished_at=_iso(status.finished_at),
+    )
+
+
+class Runtime:
+    """Idempotent conversation control and status reads, called synchronously from reconciles."""
+
+    def __init__(self, timeout_seconds: float = 20.0) -> None:
+        self.timeout = timeout_seconds
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="stoa-runtime", daemon=True)
+        self._thread.start()
+        self._pools: dict[str, Any] = {}
+        self._buses: dict[str, Any] = {}
+        self._lock: asyncio.Lock | None = None
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(self.timeout)
+        except (concurrent.futures.TimeoutError, TimeoutError) as exc:
+            future.cancel()
+            raise RuntimeUnavailableError(f"runtime call timed out after {self.timeout:.0f}s") from exc
+
+    async def _pool(self, dsn: str) -> Any:
+        from stoa_agents.store.db import open_pool
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            pool = self._pools.get(dsn)
+            if pool is None:
+                try:
+                    pool = await open_pool(dsn, max_size=4, wait_seconds=2.0)
+                except Exception as exc:
+                    raise RuntimeUnavailableError(f"PostgreSQL unreachable: {exc}") from exc
+                self._pools[dsn] = pool
+            return pool
+
+    async def _bus(self, url: str | None) -> Any:
+        from stoa_agents.bus.broker import Bus
+
+        if url is None:
+            raise RuntimeUnavailableError("RabbitMQ URL not configured")
+        bus = self._buses.get(url)
+        if bus is None or bus.is_closed:
+            try:
+                bus = await Bus.connect(url, name="stoa-operator")
+            except Exception as exc:
+                raise RuntimeUnavailableError(f"RabbitMQ unreachable: {exc}") from exc
+            self._buses[url] = bus
+        return bus
+
+    async def _guard(self, coro: Coroutine[Any, Any, T], what: str) -> T:
+        from stoa_agents.store.db import CONNECTION_ERRORS
+
+        try:
+            return await coro
+        except RuntimeUnavailableError:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise RuntimeUnavailableError(f"{what}: {exc!r}") from exc
+
+    # -- conversations -------------------------------------------------------------------------------
+
+    def ensure_conversation(
+        self, conn: Connection, namespace: str, name: str, spec: ConversationSpec, uid: str
+    ) -> ConversationRecord:
+        """Start once (any number of calls start it once) and follow ``spec.suspend``."""
+
+        async def go() -> ConversationRecord:
+            from stoa_agents import control
+
+            pool = await self._pool(conn.postgres_dsn)
+            bus = await self._bus(conn.rabbitmq_url)
+            status = await control.reconcile_conversation(
+                pool, bus, runtime_name(namespace, name), spec, uid=uid
+            )
+            return _conversation(status)
+
+        return self._run(self._guard(go(), "start conversation"))
+
+    def conversation_status(self, conn: Connection, namespace: str, name: str) -> ConversationRecord | None:
+        async def go() -> ConversationRecord | None:
+            from stoa_agents import control
+
+            status = await control.conversation_status(
+                await self._pool(conn.postgres_dsn), runtime_name(namespace, name)
+            )
+            return None if status is None else _conversation(status)
+
+        return self._run(self._guard(go(), "read conversation"))
+
+    def stop_conversation(self, conn: Connection, namespace: str, name: str, uid: str, purge: bool) -> str:
+        """Stop (and purge when asked) the conversation this resource started; returns what was done."""
+
+        async def go() -> str:
+            from stoa_agents import control
+            from stoa_agents.turns.policy import TERMINAL_PHASES
+
+            pool = await self._pool(conn.postgres_dsn)
+            key = runtime_name(namespace, name)
+            status = await control.conversation_status(pool, key)
+            if status is None or str(status.id) != uid:
+                return "nothing to stop"
+            done = "already finished"
+            if status.phase not in TERMINAL_PHASES:
+                await control.stop(pool, key, reason="Conversation resource deleted")
+                done = "stopped"
+            if purge:
+                await control.purge(pool, key)
+                done += ", transcript purged"
+            return done
+
+        return self._run(self._guard(go(), "stop conversation"))
+
+    # -- agents --------------------------------------------------------------------------------------
+
+    def agent_status(self, conn: Connection, agent: str) -> AgentRecord:
+        async def go() -> AgentRecord:
+            from stoa_agents import control
+
+            st = await control.agent_status(await self._pool(conn.postgres_dsn), agent)
+            return AgentRecord(
+                active_pod=st.active_pod,
+                previous_pod=st.previous_pod,
+                takeovers=st.takeovers,
+                turns=st.turns,
+                tokens_in=st.tokens_in,
+                tokens_out=st.tokens_out,
+                cost_usd=round(st.cost_usd, 6),
+            )
+
+        return self._run(self._guard(go(), "read agent status"))
+
+    def close(self) -> None:
+        async def go() -> None:
+            for bus in self._buses.values():
+                await bus.close()
+            for pool in self._pools.values():
+                await pool.close()
+
+        try:
+            self._run(go())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)

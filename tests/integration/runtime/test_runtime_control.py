@@ -1,0 +1,156 @@
+"""Operator-facing functions: idempotent start, suspend/resume/stop, status, active pod, graceful SIGTERM,
+health and metrics, trace context passed to the model."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from stoa_agents.control import (
+    agent_status,
+    conversation_status,
+    purge,
+    reconcile_conversation,
+    resume,
+    start_conversation,
+    stop,
+    suspend,
+)
+from stoa_agents.turns.policy import Phase
+from stoa_devenv.postgres import PostgresServer
+from stoa_devenv.procs import free_port
+from stoa_devenv.rabbitmq import RabbitMQServer
+from stoa_gateway.fake_provider import Behaviour, start_fake_provider
+from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
+
+
+async def _wait_turns(cluster: Cluster, name: str, turns: int) -> None:
+    for _ in range(400):
+        status = await conversation_status(cluster.db, name)
+        if status is not None and status.turns >= turns:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{name} did not reach {turns} turns")
+
+
+@pytest.mark.slow
+async def test_start_is_idempotent_and_suspend_resume_stop_work(
+    postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
+) -> None:
+    fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.15))
+    cluster = await Cluster.start(
+        prefix=unique_prefix("s"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
+        model_url=fake.base_url, log_dir=runtime_logs,
+    )
+    try:
+        name = f"{cluster.agents[0]}-suspendable"
+        spec = cluster.spec(12)
+        first = await start_conversation(cluster.db, cluster.bus, name, spec)
+        again = await start_conversation(cluster.db, cluster.bus, name, spec)
+        assert first.id == again.id
+        assert await cluster.db.fetchval("SELECT count(*) FROM stoa.conversations WHERE name = $1", name) == 1
+
+        await _wait_turns(cluster, name, 3)
+        assert await suspend(cluster.db, name)
+        await asyncio.sleep(1.0)  # the in-flight turn commits, its successor is parked
+        parked = await conversation_status(cluster.db, name)
+        assert parked is not None
+        assert parked.phase is Phase.SUSPENDED
+        await asyncio.sleep(0.8)
+        still = await conversation_status(cluster.db, name)
+        assert still is not None
+        assert still.turns == parked.turns
+        resumed = await reconcile_conversation(cluster.db, cluster.bus, name, spec)  # spec.suspend is False
+        assert resumed.phase is Phase.RUNNING
+        assert not await resume(cluster.db, cluster.bus, name)  # already running: no-op
+        await cluster.wait_finished([name], timeout=60)
+        assert await cluster.check_exactly_once(name, 12) == 12
+
+        status = await conversation_status(cluster.db, name)
+        assert status is not None
+        assert status.last_speaker == cluster.agents[2]  # turn 12 of moderator, pro, con
+        assert status.tokens_out > 0
+        assert status.started_at is not None
+        assert status.finished_at is not None
+        assert sum(s.turns for s in status.agents.values()) == 12
+        assert status.as_status()["phase"] == "Succeeded"
+
+        # The model saw who was calling, for which conversation, in which trace.
+        headers = [r.get("headers", {}) for r in fake.state.stats()["lastRequests"]]
+        assert any("traceparent" in h for h in headers), headers[:1]
+        assert any(h.get("X-Stoa-Conversation") == name for h in headers)
+
+        for agent in cluster.agents:
+            active = await agent_status(cluster.db, agent)
+            assert active.active_pod is not None
+            assert active.active_pod.startswith(agent)
+            assert active.turns >= 1
+
+        # Stop: a running conversation ends Failed with the reason, nothing more is stored.
+        other = (await cluster.start_conversations(1, max_turns=40, label="stop"))[0]
+        await _wait_turns(cluster, other, 2)
+        assert await stop(cluster.db, other, "Stopped by test")
+        await asyncio.sleep(0.8)
+        stopped = await conversation_status(cluster.db, other)
+        assert stopped is not None
+        assert stopped.phase is Phase.FAILED
+        assert stopped.reason == "Stopped by test"
+        frozen = stopped.turns
+        await asyncio.sleep(0.5)
+        final = await conversation_status(cluster.db, other)
+        assert final is not None
+        assert final.turns == frozen
+        assert await purge(cluster.db, other)
+        assert await conversation_status(cluster.db, other) is None
+    finally:
+        await cluster.close()
+        await fake.close()
+
+
+@pytest.mark.slow
+async def test_sigterm_finishes_the_current_turn_and_health_endpoints(
+    postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
+) -> None:
+    fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.3))
+    port = free_port()
+    prefix = unique_prefix("t")
+    cluster = await Cluster.start(
+        prefix=prefix, postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url, model_url=fake.base_url,
+        log_dir=runtime_logs, agents=2, per_agent_env={f"{prefix}-m": {"STOA_METRICS_PORT": str(port)}},
+    )
+    cluster.fleet.restart = False
+    try:
+        name = (await cluster.start_conversations(1, max_turns=10))[0]
+        await _wait_turns(cluster, name, 2)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                assert resp.status == 200
+                assert "broker=up database=up" in await resp.text()
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert resp.status == 200
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                text = await resp.text()
+                assert "stoa_agent_turns_total" in text
+                assert "stoa_agent_turn_duration_seconds" in text
+        # SIGTERM the active replica of the agent that is speaking now.
+        for agent in cluster.agents:
+            pod = (await agent_status(cluster.db, agent)).active_pod
+            replica = cluster.fleet.by_pod(pod or "")
+            assert replica is not None
+            replica.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(replica.process.wait, 20) == 0
+        await cluster.wait_finished([name], timeout=60)
+        assert await cluster.check_exactly_once(name, 10) == 10
+        conv = await conversation_status(cluster.db, name)
+        assert conv is not None
+        pods = {r["pod"] for r in await cluster.db.fetch(
+            "SELECT DISTINCT pod FROM stoa.turns WHERE conversation_id = $1", uuid.UUID(conv.id))}
+        assert any(p.endswith("-1-g0") for p in pods), pods  # the standbys took over
+    finally:
+        await cluster.close()
+        await fake.close()

@@ -1,0 +1,184 @@
+"""``helm lint`` and ``helm template`` of charts/stoa: defaults, bundled services, ServiceMonitor, schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.chart.helm import CHART, find, helm, render, template
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _pod_specs(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [o["spec"]["template"]["spec"] for o in find(objects, "Deployment")]
+
+
+@pytest.mark.parametrize("values", [[], ["bundled.enabled=true"], ["metrics.serviceMonitor.enabled=true"]])
+def test_helm_lint_passes(values: list[str]) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for value in values:
+        args += ["--set", value]
+    result = helm(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == [
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    (deployment,) = find(objects, "Deployment", "stoa-operator")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == "stoa-operator"
+    (container,) = spec["containers"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container["image"] == f"ghcr.io/stoa-dev/stoa:{chart['appVersion']}"
+    assert container["args"] == ["operator"]
+    assert "command" not in container  # the image's ENTRYPOINT is `stoa`
+    env = _env(container)
+    assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "stoa-connections"
+    assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["key"] == "rabbitmqUrl"
+    assert env["STOA_OPERATOR_POSTGRES_DSN"]["secretKeyRef"]["key"] == "postgresDsn"
+    assert env["STOA_OPERATOR_AGENT_IMAGE"] == container["image"]
+    assert env["STOA_OPERATOR_GATEWAY_IMAGE"] == container["image"]
+    assert env["STOA_OPERATOR_NAMESPACES"] == ""
+    # Each listen port comes from an env var equal to its containerPort (the e2e node agent remaps them).
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert env["STOA_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
+    assert env["STOA_OPERATOR_LIVENESS_PORT"] == str(ports["health"])
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    bindings = find(objects, "ClusterRoleBinding")
+    for binding in bindings:
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "stoa-operator", "namespace": "stoa-system"}
+        ]
+    roles = find(objects, "ClusterRole")
+    assert {b["roleRef"]["name"] for b in bindings} == {r["metadata"]["name"] for r in roles}
+    rules = [rule for role in roles for rule in role["rules"]]
+    assert "*" not in {v for rule in rules for v in rule["verbs"]}
+    assert all("*" not in rule["resources"] and "*" not in rule["apiGroups"] for rule in rules)
+    secrets = [r for r in rules if "secrets" in r["resources"]]
+    assert secrets
+    assert all(set(r["verbs"]) <= {"get", "list", "watch"} for r in secrets)
+
+
+@pytest.mark.parametrize("values", [[], ["bundled.enabled=true"]])
+def test_every_pod_is_hardened(values: list[str]) -> None:
+    for spec in _pod_specs(render(*values)):
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True
+            assert ctx["allowPrivilegeEscalation"] is False
+            assert ctx["capabilities"]["drop"] == ["ALL"]
+            assert container["resources"]["limits"]
+            assert container["resources"]["requests"]
+
+
+def test_bundled_adds_rabbitmq_postgres_and_their_connection_secret() -> None:
+    objects = render("bundled.enabled=true")
+    assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {
+        "stoa-operator",
+        "stoa-rabbitmq",
+        "stoa-postgres",
+    }
+    assert {s["metadata"]["name"] for s in find(objects, "Service")} == {
+        "stoa-operator-metrics",
+        "stoa-rabbitmq",
+        "stoa-postgres",
+    }
+    secrets = find(objects, "Secret", "stoa-connections")
+    assert {x["metadata"]["namespace"] for x in secrets} == {"stoa-system", "default"}
+    for secret in secrets:
+        data = secret["stringData"]
+        assert data["rabbitmqUrl"].startswith("amqp://stoa:")
+        assert data["rabbitmqUrl"].endswith("@stoa-rabbitmq.stoa-system.svc:5672/")
+        assert data["postgresDsn"].startswith("postgresql://stoa:")
+        assert data["postgresDsn"].endswith("@stoa-postgres.stoa-system.svc:5432/stoa")
+    (passwords,) = find(objects, "Secret", "stoa-bundled")
+    assert len(passwords["stringData"]["rabbitmq-password"]) >= 16
+    assert passwords["stringData"]["postgres-password"] in secrets[0]["stringData"]["postgresDsn"]
+    (operator,) = find(objects, "Deployment", "stoa-operator")
+    env = _env(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "stoa-connections"
+
+
+def test_bundled_connection_secret_goes_to_the_agent_namespaces() -> None:
+    objects = render("bundled.enabled=true", "bundled.agentNamespaces={team-a,team-b}")
+    secrets = find(objects, "Secret", "stoa-connections")
+    assert sorted(x["metadata"]["namespace"] for x in secrets) == ["stoa-system", "team-a", "team-b"]
+
+
+def test_bundled_off_renders_no_database_or_broker() -> None:
+    objects = render("bundled.enabled=false", "connections.secretName=my-urls")
+    assert not find(objects, "Secret")
+    assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {"stoa-operator"}
+    (operator,) = find(objects, "Deployment")
+    env = _env(operator["spec"]["template"]["spec"]["containers"][0])
+    assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "my-urls"
+    assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["name"] == "my-urls"
+
+
+def test_service_monitor_on() -> None:
+    objects = render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
+    (monitor,) = find(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    (service,) = find(objects, "Service", "stoa-operator-metrics")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert not find(render(), "ServiceMonitor")
+
+
+def test_image_tag_and_pull_policy() -> None:
+    objects = render("image.repository=stoa", "image.tag=dev", "image.pullPolicy=Never")
+    (container,) = find(objects, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "stoa:dev"
+    assert container["imagePullPolicy"] == "Never"
+
+
+@pytest.mark.parametrize(
+    ("values", "bad_key"),
+    [
+        ({"operatorr": {"replicas": 1}}, "operatorr"),
+        ({"image": {"repository": "x", "tags": "1"}}, "tags"),
+        ({"bundled": {"enable": True}}, "enable"),
+        ({"securityContext": {"readOnlyRootFS": True}}, "readOnlyRootFS"),
+    ],
+)
+def test_unknown_values_are_rejected(tmp_path: Path, values: dict[str, Any], bad_key: str) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    result = template(values_file=values_file)
+    assert result.returncode != 0
+    assert "additional property" in result.stderr.lower()
+    assert bad_key in result.stderr
+
+
+def test_wrong_types_are_rejected() -> None:
+    result = template("image.pullPolicy=Sometimes")
+    assert result.returncode != 0
+    assert "pullPolicy" in result.stderr
+
+
+def test_notes_tell_the_next_step() -> None:
+    # Rendered by `helm install` (checked in tests/e2e/chart); here the text a user reads next.
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    assert "kubectl apply -f examples/debate/" in notes
+    assert "kubectl get stoa" in notes

@@ -1,0 +1,174 @@
+"""The container image without Docker: the Dockerfile's essentials, and the wheel it installs.
+
+The Dockerfile builds ``python -m pip wheel --no-deps .`` from the same files ``.dockerignore`` lets in
+(pyproject.toml, README.md, agents/, operator/), so building that wheel here tests the Python side of the
+image: every package and every data file (.sql, .yaml, .json) must be inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.unit.chart.helm import REPO_ROOT
+
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+CONTEXT = ("pyproject.toml", "README.md", "agents", "operator")
+PACKAGE_ROOTS = ("agents", "operator")
+DATA_SUFFIXES = (".sql", ".yaml", ".json")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[list[Instruction]]:
+    """Instructions grouped by build stage (continuation lines joined, comments dropped)."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    stages: list[list[Instruction]] = []
+    for line in logical:
+        keyword, _, args = line.partition(" ")
+        instruction = Instruction(keyword.upper(), args.strip())
+        if instruction.keyword == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append(instruction)
+    return stages
+
+
+@pytest.fixture(scope="module")
+def stages() -> list[list[Instruction]]:
+    return parse_dockerfile(DOCKERFILE.read_text())
+
+
+def test_multi_stage_with_slim_python_311(stages: list[list[Instruction]]) -> None:
+    assert len(stages) >= 2
+    text = DOCKERFILE.read_text()
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)", text, re.MULTILINE)
+    assert base is not None
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", base.group(1))
+    builder_name = stages[0][0].args.split()[-1]
+    assert stages[0][0].args.split()[-2].upper() == "AS"
+    final = stages[-1]
+    copies = [i.args for i in final if i.keyword == "COPY"]
+    assert any(f"--from={builder_name}" in c for c in copies), "final stage copies the venv from the builder"
+    builder_runs = " ".join(i.args for i in stages[0] if i.keyword == "RUN")
+    assert "pip wheel --no-deps" in builder_runs
+
+
+def test_final_stage_runs_as_numeric_non_root_user(stages: list[list[Instruction]]) -> None:
+    users = [i.args for i in stages[-1] if i.keyword == "USER"]
+    assert users, "final stage sets USER"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit()
+    assert int(uid) >= 1000  # numeric, so runAsNonRoot can verify it
+    assert not gid or gid.isdigit()
+
+
+def test_entrypoint_is_the_stoa_command(stages: list[list[Instruction]]) -> None:
+    entrypoints = [i.args for i in stages[-1] if i.keyword == "ENTRYPOINT"]
+    assert entrypoints
+    assert json.loads(entrypoints[-1]) == ["stoa"]  # exec form: signals reach the process
+
+
+def test_no_build_tools_in_final_stage(stages: list[list[Instruction]]) -> None:
+    final_runs = " ".join(i.args for i in stages[-1] if i.keyword == "RUN")
+    for tool in ("apt-get install", "build-essential", "gcc", "pip install", "git "):
+        assert tool not in final_runs
+
+
+def test_dockerignore_lets_in_exactly_the_build_context() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == set(CONTEXT)
+    copied = " ".join(i.args for stage in parse_dockerfile(DOCKERFILE.read_text()) for i in stage)
+    for path in CONTEXT:
+        assert path in copied
+
+
+def _expected_files() -> tuple[set[str], set[str]]:
+    packages: set[str] = set()
+    data: set[str] = set()
+    for root in PACKAGE_ROOTS:
+        base = REPO_ROOT / root
+        for init in base.rglob("__init__.py"):
+            if "__pycache__" not in init.parts:
+                packages.add(init.parent.relative_to(base).as_posix())
+        for path in base.rglob("*"):
+            if path.suffix in DATA_SUFFIXES and "__pycache__" not in path.parts:
+                package = path.parent
+                if (package / "__init__.py").exists() or _inside_package(package, base):
+                    data.add(path.relative_to(base).as_posix())
+    return packages, data
+
+
+def _inside_package(path: Path, base: Path) -> bool:
+    return any((parent / "__init__.py").exists() for parent in path.parents if base in parent.parents)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """``python -m pip wheel --no-deps .`` in a copy of the Docker build context."""
+    context = tmp_path_factory.mktemp("context")
+    for name in CONTEXT:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(
+                source, context / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+            )
+        else:
+            shutil.copy2(source, context / name)
+    out = context / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out), "."],
+        cwd=context,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (built,) = out.glob("stoa-*.whl")
+    return zipfile.ZipFile(built)
+
+
+def test_wheel_contains_every_package_and_data_file(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    packages, data = _expected_files()
+    assert {"stoa_cli", "stoa_agents", "stoa_gateway", "stoa_operator"} <= packages
+    missing_packages = sorted(p for p in packages if f"{p}/__init__.py" not in names)
+    assert not missing_packages
+    missing_data = sorted(d for d in data if d not in names)
+    assert not missing_data, f"package data missing from the wheel: {missing_data}"
+    assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "agents/", "operator/"))]
+
+
+def test_wheel_declares_the_stoa_console_script(wheel: zipfile.ZipFile) -> None:
+    (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+    text = wheel.read(entry_points).decode()
+    assert re.search(r"^stoa = stoa_cli\.main:main$", text, re.MULTILINE)
