@@ -109,12 +109,16 @@ deploy: ## helm install Stoa into the current kube context (with the bundled dem
 .PHONY: demo-kind
 demo-kind: ## Apply examples/debate/ to the current cluster and follow the transcript
 	kubectl apply -f examples/debate/
-	kubectl wait --for=jsonpath='{.status.phase}'=Succeeded conversation/debate --timeout=15m || true
+	kubectl wait --for=jsonpath='{.status.phase}'=Succeeded conversation/ai-jobs-debate --timeout=15m || true
 	kubectl get stoa
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster
 	kind delete cluster --name $(KIND_CLUSTER)
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/ into charts/stoa/crds/ (tests/unit/chart fails when they drift)
+	rm -f charts/stoa/crds/*.yaml && cp crds/stoa.dev_*.yaml charts/stoa/crds/
 
 .PHONY: clean
 clean: ## Remove the venv and caches (keeps ~/.cache/stoa with the built control plane)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--config", required=True, help="gateway config file (YAML/JSON), hot-reloaded")
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("STOA_GATEWAY_PORT", "8080")),
+        help="listen port (default: $STOA_GATEWAY_PORT or 8080)",
+    )
     parser.add_argument(
         "--audit-log", default=None, help="audit log file (JSON lines); '-' or unset: stdout; 'off': none"
     )

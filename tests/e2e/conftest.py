@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from stoa_devenv.cluster import ControlPlane
+from tests.e2e.nodeagent.fixtures import node_agent_factory
+
+__all__ = ["control_plane", "node_agent_factory"]
 
 
 @pytest.fixture(scope="session")

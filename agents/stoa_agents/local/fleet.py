@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stoa_devenv.procs import free_port
+
 
 @dataclass
 class Replica:
@@ -19,6 +21,7 @@ class Replica:
     generation: int
     process: subprocess.Popen[bytes]
     log: Path
+    metrics_port: int = 0
 
     @property
     def pod(self) -> str:
@@ -38,6 +41,7 @@ class Fleet:
     log_dir: Path
     restart: bool = True
     restart_delay: float = 0.3
+    metrics: bool = False
     members: dict[tuple[str, int], Replica] = field(default_factory=dict)
     dead_since: dict[tuple[str, int], float] = field(default_factory=dict)
     restarts: int = 0
@@ -46,12 +50,16 @@ class Fleet:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{pod_name(agent, index, generation)}.log"
         env = {**os.environ, **self.envs[agent], "STOA_POD_NAME": pod_name(agent, index, generation)}
+        port = free_port() if self.metrics else 0
+        env["STOA_METRICS_PORT"] = str(port)
+        if self.metrics:
+            env["STOA_METRICS_HOST"] = "127.0.0.1"
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "stoa_cli.main", "agent"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             )
-        replica = Replica(agent, index, generation, process, log)
+        replica = Replica(agent, index, generation, process, log, port)
         self.members[(agent, index)] = replica
         return replica
 

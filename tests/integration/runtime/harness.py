@@ -53,7 +53,7 @@ class Cluster:
     async def start(
         cls, *, prefix: str, postgres_dsn: str, rabbitmq_url: str, model_url: str | dict[str, str],
         log_dir: Path, replicas: int = 2, env: dict[str, str] | None = None, agents: int = 3,
-        per_agent_env: dict[str, dict[str, str]] | None = None,
+        per_agent_env: dict[str, dict[str, str]] | None = None, metrics: bool = False,
     ) -> Cluster:
         names = [f"{prefix}-m", f"{prefix}-a", f"{prefix}-b"][:agents]
         envs = {}
@@ -77,7 +77,7 @@ class Cluster:
                                 delivery_limit=int((env or {}).get("STOA_DELIVERY_LIMIT", "3")))
         for name in names:
             await bus.declare_agent(name)
-        fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2)
+        fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2, metrics=metrics)
         fleet.start()
         cluster = cls(db, bus, fleet, names)
         cluster.supervisor = asyncio.create_task(cluster._supervise())

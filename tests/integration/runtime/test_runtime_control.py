@@ -23,7 +23,6 @@ from stoa_agents.control import (
 )
 from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
-from stoa_devenv.procs import free_port
 from stoa_devenv.rabbitmq import RabbitMQServer
 from stoa_gateway.fake_provider import Behaviour, start_fake_provider
 from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
@@ -117,16 +116,17 @@ async def test_sigterm_finishes_the_current_turn_and_health_endpoints(
     postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.3))
-    port = free_port()
-    prefix = unique_prefix("t")
     cluster = await Cluster.start(
-        prefix=prefix, postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url, model_url=fake.base_url,
-        log_dir=runtime_logs, agents=2, per_agent_env={f"{prefix}-m": {"STOA_METRICS_PORT": str(port)}},
+        prefix=unique_prefix("t"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url, model_url=fake.base_url,
+        log_dir=runtime_logs, agents=2, metrics=True,
     )
     cluster.fleet.restart = False
     try:
         name = (await cluster.start_conversations(1, max_turns=10))[0]
         await _wait_turns(cluster, name, 2)
+        active = cluster.fleet.by_pod((await agent_status(cluster.db, cluster.agents[0])).active_pod or "")
+        assert active is not None
+        port = active.metrics_port
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
                 assert resp.status == 200
