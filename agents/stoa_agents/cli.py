@@ -13,14 +13,15 @@ from pydantic import ValidationError
 def agent_main(argv: Sequence[str]) -> int:
     """``stoa agent``: run one agent replica, configured only by ``STOA_*`` environment variables."""
     parser = argparse.ArgumentParser(
-        prog="stoa agent", description="Run one agent replica (configuration: STOA_* env, see docs/runtime.md)"
+        prog="stoa agent",
+        description="Run one agent replica (configuration: STOA_* env, see docs/runtime.md)",
     )
     parser.parse_args(list(argv))
     from stoa_agents.runtime import run_agent
     from stoa_agents.settings import AgentSettings
 
     try:
-        settings = AgentSettings()  # type: ignore[call-arg]  # required fields come from the environment
+        settings = AgentSettings()  # required fields come from the environment
         settings.crash_points()
     except (ValidationError, ValueError) as exc:
         print(f"Invalid agent configuration: {exc}", file=sys.stderr)

@@ -60,8 +60,12 @@ class ConversationStatus:
             "startedAt": self.started_at.isoformat() if self.started_at else None,
             "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
             "agents": {
-                name: {"turns": s.turns, "tokensIn": s.tokens_in, "tokensOut": s.tokens_out,
-                       "costUSD": round(s.cost_usd, 6)}
+                name: {
+                    "turns": s.turns,
+                    "tokensIn": s.tokens_in,
+                    "tokensOut": s.tokens_out,
+                    "costUSD": round(s.cost_usd, 6),
+                }
                 for name, s in self.agents.items()
             },
         }
@@ -90,13 +94,19 @@ async def start_conversation(
         conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
         traceparent = new_traceparent(secrets.token_hex(16), secrets.token_hex(8))
         speaker = speaker_for(spec, 1, [])
-        message = make_message(conversation_id, name, 1, "", speaker, traceparent)
+        message = make_message(conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent)
         first = repo.NextMessage(message.message_id, 1, speaker, message.body())
         phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
         for participant in spec.participants:
             await bus.declare_agent(participant.agent_ref)
         await repo.insert_conversation(
-            db, conversation_id, name, spec.model_dump(mode="json", by_alias=True), phase, first, traceparent
+            db,
+            conversation_id=conversation_id,
+            name=name,
+            spec=spec.model_dump(mode="json", by_alias=True),
+            phase=phase,
+            first=first,
+            traceparent=traceparent,
         )
     status = await conversation_status(db, name)
     assert status is not None
@@ -118,7 +128,8 @@ async def resume(db: asyncpg.Pool, bus: Bus, name: str) -> bool:
     """Suspended -> Running (Pending before turn 1); republishes the parked message, if any."""
     async with db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT id, parked_message FROM stoa.conversations WHERE name = $1 AND phase = 'Suspended' FOR UPDATE",
+            "SELECT id, parked_message FROM stoa.conversations"
+            " WHERE name = $1 AND phase = 'Suspended' FOR UPDATE",
             name,
         )
         if row is None:
@@ -184,19 +195,31 @@ async def conversation_status(db: asyncpg.Pool, name: str) -> ConversationStatus
     if conversation is None:
         return None
     rows = await db.fetch(
-        "SELECT speaker, count(*) AS turns, sum(tokens_in) AS tin, sum(tokens_out) AS tout, sum(cost_usd) AS cost"
-        " FROM stoa.turns WHERE conversation_id = $1 GROUP BY speaker ORDER BY speaker",
+        "SELECT speaker, count(*) AS turns, sum(tokens_in) AS tin, sum(tokens_out) AS tout,"
+        " sum(cost_usd) AS cost FROM stoa.turns WHERE conversation_id = $1 GROUP BY speaker ORDER BY speaker",
         uuid.UUID(conversation.id),
     )
     shares = {
-        r["speaker"]: AgentShare(int(r["turns"]), int(r["tin"] or 0), int(r["tout"] or 0), float(r["cost"] or 0))
+        r["speaker"]: AgentShare(
+            int(r["turns"]), int(r["tin"] or 0), int(r["tout"] or 0), float(r["cost"] or 0)
+        )
         for r in rows
     }
     c = conversation
     return ConversationStatus(
-        name=c.name, id=c.id, phase=c.phase, reason=c.reason, turns=c.turns, last_speaker=c.last_speaker,
-        tokens_in=c.tokens_in, tokens_out=c.tokens_out, cost_usd=c.cost_usd, created_at=c.created_at,
-        started_at=c.started_at, finished_at=c.finished_at, agents=shares,
+        name=c.name,
+        id=c.id,
+        phase=c.phase,
+        reason=c.reason,
+        turns=c.turns,
+        last_speaker=c.last_speaker,
+        tokens_in=c.tokens_in,
+        tokens_out=c.tokens_out,
+        cost_usd=c.cost_usd,
+        created_at=c.created_at,
+        started_at=c.started_at,
+        finished_at=c.finished_at,
+        agents=shares,
     )
 
 

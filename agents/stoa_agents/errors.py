@@ -43,6 +43,6 @@ def failure_kind(exc: BaseException, broker_closed: bool) -> FailureKind:
         return FailureKind.MISROUTED
     if broker_closed or isinstance(exc, _BROKER_ERRORS):
         return FailureKind.BROKER_UNAVAILABLE
-    if isinstance(exc, _PUBLISH_ERRORS | CONNECTION_ERRORS):
+    if isinstance(exc, _PUBLISH_ERRORS + CONNECTION_ERRORS):
         return FailureKind.TRANSIENT
     return FailureKind.UNEXPECTED

@@ -102,7 +102,9 @@ class ModelClient:
         attempts = cfg.retries + 1
         session = await self.session()
         for attempt in range(1, attempts + 1):
-            span = child_traceparent(traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8))
+            span = child_traceparent(
+                traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8)
+            )
             headers = {"X-Stoa-Agent": agent, "X-Stoa-Conversation": conversation, "traceparent": span}
             if cfg.api_key:
                 headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -130,9 +132,13 @@ class ModelClient:
                 delay = next_delay(attempt, retry_after, cfg.backoff_seconds, cfg.backoff_max_seconds)
                 log.warning(
                     "Model call failed agent=%s conversation=%s attempt=%d error=%r retry_in=%.2fs",
-                    agent, conversation, attempt, last_error, delay,
+                    agent,
+                    conversation,
+                    attempt,
+                    last_error,
+                    delay,
                 )
                 await asyncio.sleep(delay)
-        raise ModelError(f"model {cfg.model} at {cfg.base_url} failed after {attempts} attempts: {last_error}")
-
-
+        raise ModelError(
+            f"model {cfg.model} at {cfg.base_url} failed after {attempts} attempts: {last_error}"
+        )

@@ -20,7 +20,7 @@ class TurnMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    schema_version: Literal[1] = Field(default=SCHEMA_VERSION, alias="schemaVersion")
+    schema_version: Literal[1] = Field(default=1, alias="schemaVersion")
     message_id: str = Field(alias="messageId", min_length=1, max_length=200)
     conversation_id: str = Field(alias="conversationId", min_length=1, max_length=100)
     conversation: str = Field(min_length=1, max_length=300)
@@ -35,7 +35,7 @@ class TurnMessage(BaseModel):
 
 
 def message_id_for(conversation_id: str, seq: int) -> str:
-    """Deterministic: one id per (conversation, seq), so every copy of 'ask for turn N' is the same message."""
+    """Deterministic: one id per (conversation, seq); every copy of 'ask for turn N' is the same message."""
     return f"{conversation_id}:{seq}"
 
 
@@ -44,7 +44,7 @@ def content_ref_for(conversation_id: str, seq: int) -> str:
 
 
 def make_message(
-    conversation_id: str, conversation: str, seq: int, sender: str, to: str, traceparent: str | None
+    conversation_id: str, conversation: str, seq: int, *, sender: str, to: str, traceparent: str | None
 ) -> TurnMessage:
     return TurnMessage(
         message_id=message_id_for(conversation_id, seq),
@@ -68,7 +68,9 @@ def parse_message(body: bytes) -> TurnMessage:
         raise MalformedMessageError("body is not a JSON object")
     version = data.get("schemaVersion")
     if version != SCHEMA_VERSION:
-        raise MalformedMessageError(f"unsupported schemaVersion {version!r} (this runtime reads {SCHEMA_VERSION})")
+        raise MalformedMessageError(
+            f"unsupported schemaVersion {version!r} (this runtime reads {SCHEMA_VERSION})"
+        )
     try:
         return TurnMessage.model_validate(data)
     except ValidationError as exc:

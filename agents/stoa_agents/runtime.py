@@ -81,7 +81,10 @@ class AgentRuntime:
     def ready(self) -> tuple[bool, str]:
         broker = self.bus is not None and not self.bus.is_closed
         database = self.db is not None and not self.db.is_closing()
-        return broker and database, f"broker={'up' if broker else 'down'} database={'up' if database else 'down'}"
+        return (
+            broker and database,
+            f"broker={'up' if broker else 'down'} database={'up' if database else 'down'}",
+        )
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -89,7 +92,9 @@ class AgentRuntime:
             loop.add_signal_handler(sig, self.stopping.set)
         health = None
         if self.s.metrics_port:
-            health = await start_health_server(self.s.metrics_host, self.s.metrics_port, self.metrics, self.ready)
+            health = await start_health_server(
+                self.s.metrics_host, self.s.metrics_port, self.metrics, self.ready
+            )
         log.info("Agent starting agent=%s pod=%s model=%s", self.agent, self.pod, self.s.model_name)
         try:
             self.db = await open_pool(self.s.postgres_dsn, wait_seconds=self.s.infra_retry_seconds)
@@ -104,8 +109,13 @@ class AgentRuntime:
                 except Exception as exc:  # any broker/database failure: reconnect with backoff
                     if self.stopping.is_set():
                         break
-                    log.warning("Broker session ended agent=%s pod=%s error=%r retry_in=%.1fs",
-                                self.agent, self.pod, exc, delay)
+                    log.warning(
+                        "Broker session ended agent=%s pod=%s error=%r retry_in=%.1fs",
+                        self.agent,
+                        self.pod,
+                        exc,
+                        delay,
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.stopping.wait(), delay)
                     delay = min(delay * 2, 5.0)
@@ -123,8 +133,11 @@ class AgentRuntime:
 
     async def _session(self) -> None:
         bus = await Bus.connect(
-            self.s.rabbitmq_url, delivery_limit=self.s.delivery_limit, heartbeat_seconds=self.s.heartbeat_seconds,
-            prefetch=self.s.prefetch, name=f"stoa-agent {self.agent} {self.pod}",
+            self.s.rabbitmq_url,
+            delivery_limit=self.s.delivery_limit,
+            heartbeat_seconds=self.s.heartbeat_seconds,
+            prefetch=self.s.prefetch,
+            name=f"stoa-agent {self.agent} {self.pod}",
         )
         self.bus = bus
         self.active_recorded = False
@@ -197,6 +210,12 @@ class AgentRuntime:
             self.inflight.add(task)
         try:
             await self._handle(message)
+        except Exception:  # a bug in the handler itself must not leave the message held forever
+            log.exception(
+                "Handler crashed agent=%s pod=%s message_id=%s", self.agent, self.pod, message.message_id
+            )
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
         finally:
             if task is not None:
                 self.inflight.discard(task)
@@ -209,8 +228,13 @@ class AgentRuntime:
         self.metrics.active.labels(self.agent).set(1)
         if previous is not None:
             self.metrics.takeovers.labels(self.agent).inc()
-            log.info("Agent took over agent=%s pod=%s from=%s redelivered=%s", self.agent, self.pod, previous,
-                     redelivered)
+            log.info(
+                "Agent took over agent=%s pod=%s from=%s redelivered=%s",
+                self.agent,
+                self.pod,
+                previous,
+                redelivered,
+            )
 
     async def _handle(self, message: AbstractIncomingMessage) -> None:
         started = time.monotonic()
@@ -220,19 +244,26 @@ class AgentRuntime:
         try:
             msg = parse_message(message.body)
         except MalformedMessageError as exc:
-            log.error("Rejecting malformed message agent=%s pod=%s message_id=%s reason=%r",
-                      self.agent, self.pod, message.message_id, str(exc))
+            log.error(
+                "Rejecting malformed message agent=%s pod=%s message_id=%s reason=%r",
+                self.agent,
+                self.pod,
+                message.message_id,
+                str(exc),
+            )
             self.metrics.dead_lettered.labels(self.agent, "malformed").inc()
             with contextlib.suppress(Exception):
                 if self.db is not None:
-                    await repo.record_error(self.db, _message_key(message), self.agent, self.pod, f"malformed: {exc}")
+                    await repo.record_error(
+                        self.db, _message_key(message), self.agent, self.pod, f"malformed: {exc}"
+                    )
             await message.reject(requeue=False)
             return
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self._note_active(message.redelivered)
+                await self._note_active(bool(message.redelivered))
                 outcome = await self._process(msg)
                 await message.ack()
                 self.metrics.turns.labels(self.agent, outcome).inc()
@@ -249,7 +280,13 @@ class AgentRuntime:
                     logging.INFO if decision.action in (Action.ACK, Action.RETRY) else logging.WARNING,
                     "Turn failed agent=%s pod=%s conversation=%s seq=%d kind=%s action=%s error=%r "
                     "delivery_count=%s",
-                    self.agent, self.pod, msg.conversation, msg.seq, kind.value, decision.action.value, exc,
+                    self.agent,
+                    self.pod,
+                    msg.conversation,
+                    msg.seq,
+                    kind.value,
+                    decision.action.value,
+                    exc,
                     _header_int(headers, "x-delivery-count"),
                 )
                 if decision.action is Action.RETRY:
@@ -258,7 +295,9 @@ class AgentRuntime:
                 await self._apply(decision.action, message, msg, f"{kind.value}: {exc}")
                 return
 
-    async def _apply(self, action: Action, message: AbstractIncomingMessage, msg: TurnMessage, error: str) -> None:
+    async def _apply(
+        self, action: Action, message: AbstractIncomingMessage, msg: TurnMessage, error: str
+    ) -> None:
         if action in (Action.REQUEUE, Action.REJECT) and self.db is not None:
             with contextlib.suppress(Exception):
                 await repo.record_error(self.db, msg.message_id, self.agent, self.pod, error)
@@ -276,14 +315,16 @@ class AgentRuntime:
                 if self.bus is not None:
                     await self.bus.close()
         except Exception as exc:  # channel already gone: the broker redelivers
-            log.warning("Could not settle message agent=%s pod=%s action=%s error=%r",
-                        self.agent, self.pod, action.value, exc)
+            log.warning(
+                "Could not settle message agent=%s pod=%s action=%s error=%r",
+                self.agent,
+                self.pod,
+                action.value,
+                exc,
+            )
 
-    async def _process(self, msg: TurnMessage) -> str:
-        db, bus = self.db, self.bus
-        assert db is not None
-        assert bus is not None
-        self._crash("on_receive", msg.conversation)
+    async def _admit(self, db: asyncpg.Pool, bus: Bus, msg: TurnMessage) -> repo.ConversationRow | str:
+        """Dedupe and phase checks: the conversation to work on, or the outcome to ack with."""
         if msg.to != self.agent:
             raise MisroutedError(f"message for {msg.to} delivered to {self.agent}")
         conv = await repo.load_conversation(db, msg.conversation_id)
@@ -297,12 +338,20 @@ class AgentRuntime:
         if msg.seq > conv.next_seq:
             raise MisroutedError(f"seq {msg.seq} is ahead of the conversation (next is {conv.next_seq})")
         if conv.phase is Phase.SUSPENDED and await repo.park_message(db, conv.id, msg.message_id):
-            log.info("Parked turn of suspended conversation agent=%s conversation=%s seq=%d",
-                     self.agent, conv.name, msg.seq)
+            log.info(
+                "Parked turn of suspended conversation agent=%s conversation=%s seq=%d",
+                self.agent,
+                conv.name,
+                msg.seq,
+            )
             return "parked"
         if self.s.test_fail_conversation and self.s.test_fail_conversation in conv.name:
             raise InjectedFailureError(f"injected failure for conversation {conv.name} turn {msg.seq}")
-        spec = ConversationSpec.model_validate(conv.spec)
+        return conv
+
+    async def _context(
+        self, db: asyncpg.Pool, conv: repo.ConversationRow, spec: ConversationSpec, msg: TurnMessage
+    ) -> tuple[TurnContext, list[Turn], str]:
         history = await repo.load_turns(db, conv.id)
         expected = speaker_for(spec, msg.seq, history)
         if expected != self.agent:
@@ -313,11 +362,32 @@ class AgentRuntime:
             role = "moderator"
         memory = await repo.load_memory(db, self.agent, conv.id) if self.s.memory_enabled else []
         members = [p.agent_ref for p in spec.participants if p.agent_ref != spec.moderator_name()]
+        selected = spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED
         ctx = TurnContext(
-            agent=self.agent, role=role, persona=self.s.persona, topic=spec.topic, seq=msg.seq,
-            turn_limit=turn_limit(spec), history=history, memory=memory, history_turns=self.s.history_turns,
-            next_speakers=members if spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED else None,
+            agent=self.agent,
+            role=role,
+            persona=self.s.persona,
+            topic=spec.topic,
+            seq=msg.seq,
+            turn_limit=turn_limit(spec),
+            history=history,
+            memory=memory,
+            history_turns=self.s.history_turns,
+            next_speakers=members if selected else None,
         )
+        return ctx, history, role
+
+    async def _process(self, msg: TurnMessage) -> str:
+        db, bus = self.db, self.bus
+        assert db is not None
+        assert bus is not None
+        self._crash("on_receive", msg.conversation)
+        admitted = await self._admit(db, bus, msg)
+        if isinstance(admitted, str):
+            return admitted
+        conv = admitted
+        spec = ConversationSpec.model_validate(conv.spec)
+        ctx, history, role = await self._context(db, conv, spec, msg)
         trace = trace_id_of(msg.traceparent) or hashlib.sha256(conv.id.encode()).hexdigest()[:32]
         traceparent = child_traceparent(msg.traceparent, trace, os.urandom(8).hex())
         self._crash("before_model", conv.name)
@@ -326,31 +396,37 @@ class AgentRuntime:
         except ModelError as exc:
             self.metrics.model_errors.labels(self.agent).inc()
             reason = f"Agent {self.agent} could not get turn {msg.seq} from its model: {exc}"
-            await repo.fail_conversation(db, conv.id, reason, message_id=msg.message_id, agent=self.agent,
-                                         pod=self.pod, outcome="model-failed")
+            await repo.fail_conversation(
+                db,
+                conv.id,
+                reason,
+                message_id=msg.message_id,
+                agent=self.agent,
+                pod=self.pod,
+                outcome="model-failed",
+            )
             log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv.name, reason)
             return "model-failed"
         self.metrics.tokens.labels(self.agent, "in").inc(completion.tokens_in)
         self.metrics.tokens.labels(self.agent, "out").inc(completion.tokens_out)
-        turn = Turn(msg.seq, self.agent, completion.content)
-        decision = after_turn(spec, [*history, turn])
+        decision = after_turn(spec, [*history, Turn(msg.seq, self.agent, completion.content)])
         next_message = None
         end = None
         if isinstance(decision, End):
             end = (decision.phase, decision.reason)
         else:
-            nxt = make_message(conv.id, conv.name, decision.seq, self.agent, decision.speaker, traceparent)
+            nxt = make_message(
+                conv.id,
+                conv.name,
+                decision.seq,
+                sender=self.agent,
+                to=decision.speaker,
+                traceparent=traceparent,
+            )
             next_message = repo.NextMessage(nxt.message_id, nxt.seq, decision.speaker, nxt.body())
-        cost = (completion.tokens_in * self.s.model_input_cost_per_1k
-                + completion.tokens_out * self.s.model_output_cost_per_1k) / 1000
         outcome = await repo.commit_turn(
             db,
-            repo.NewTurn(
-                conversation_id=conv.id, seq=msg.seq, speaker=self.agent, role=role, content=completion.content,
-                tokens_in=completion.tokens_in, tokens_out=completion.tokens_out, cost_usd=cost,
-                model=completion.model, duration_ms=completion.duration_ms, pod=self.pod,
-                message_id=msg.message_id, traceparent=traceparent,
-            ),
+            self._new_turn(conv.id, msg, role, completion, traceparent),
             next_message,
             end,
             memory_note(completion.content) if self.s.memory_enabled else None,
@@ -362,12 +438,44 @@ class AgentRuntime:
         await publish_outbox(db, bus, conv.id)
         self._crash("after_publish", conv.name)
         if end is not None:
-            log.info("Conversation finished agent=%s conversation=%s turns=%d reason=%r",
-                     self.agent, conv.name, msg.seq, end[1])
+            log.info(
+                "Conversation finished agent=%s conversation=%s turns=%d reason=%r",
+                self.agent,
+                conv.name,
+                msg.seq,
+                end[1],
+            )
         return "stored"
 
-    async def _call_model(self, messages: list[dict[str, str]], conversation: str, traceparent: str) -> Completion:
-        call = self.model.complete(messages, agent=self.agent, conversation=conversation, traceparent=traceparent)
+    def _new_turn(
+        self, conversation_id: str, msg: TurnMessage, role: str, completion: Completion, traceparent: str
+    ) -> repo.NewTurn:
+        cost = (
+            completion.tokens_in * self.s.model_input_cost_per_1k
+            + completion.tokens_out * self.s.model_output_cost_per_1k
+        ) / 1000
+        return repo.NewTurn(
+            conversation_id=conversation_id,
+            seq=msg.seq,
+            speaker=self.agent,
+            role=role,
+            content=completion.content,
+            tokens_in=completion.tokens_in,
+            tokens_out=completion.tokens_out,
+            cost_usd=cost,
+            model=completion.model,
+            duration_ms=completion.duration_ms,
+            pod=self.pod,
+            message_id=msg.message_id,
+            traceparent=traceparent,
+        )
+
+    async def _call_model(
+        self, messages: list[dict[str, str]], conversation: str, traceparent: str
+    ) -> Completion:
+        call = self.model.complete(
+            messages, agent=self.agent, conversation=conversation, traceparent=traceparent
+        )
         if "during_model" not in self.crash_points:
             return await call
         task = asyncio.ensure_future(call)
@@ -396,19 +504,39 @@ class AgentRuntime:
             else:
                 count = f" after {deliveries + 1} deliveries" if deliveries is not None else ""
                 cause = error or "no error recorded: the agent process died while handling it"
-                reason = (f"Turn {msg.seq} for agent {msg.to} was dead-lettered ({death_reason}{count}). "
-                          f"Last error: {cause}")
+                reason = (
+                    f"Turn {msg.seq} for agent {msg.to} was dead-lettered ({death_reason}{count}). "
+                    f"Last error: {cause}"
+                )
             fresh = await repo.record_dead_letter(
-                db, message_id=msg.message_id if msg else key, conversation_id=msg.conversation_id if msg else None,
-                agent=self.agent, death_reason=death_reason, deliveries=deliveries, reason=reason,
-                body=message.body, headers=headers,
+                db,
+                message_id=msg.message_id if msg else key,
+                conversation_id=msg.conversation_id if msg else None,
+                agent=self.agent,
+                death_reason=death_reason,
+                deliveries=deliveries,
+                reason=reason,
+                body=message.body,
+                headers=headers,
             )
             if msg is not None:
                 conv = await repo.load_conversation(db, msg.conversation_id)
                 if conv is not None and conv.next_seq == msg.seq and conv.phase not in TERMINAL_PHASES:
-                    await repo.fail_conversation(db, conv.id, reason, message_id=msg.message_id, agent=self.agent,
-                                                 pod=self.pod, outcome="dead-lettered")
-                    log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv.name, reason)
+                    await repo.fail_conversation(
+                        db,
+                        conv.id,
+                        reason,
+                        message_id=msg.message_id,
+                        agent=self.agent,
+                        pod=self.pod,
+                        outcome="dead-lettered",
+                    )
+                    log.error(
+                        "Conversation failed agent=%s conversation=%s reason=%r",
+                        self.agent,
+                        conv.name,
+                        reason,
+                    )
             if fresh:
                 self.metrics.dead_lettered.labels(self.agent, death_reason).inc()
             await message.ack()
@@ -439,4 +567,3 @@ def configure_logging(level: str) -> None:
 def run_agent(settings: AgentSettings) -> int:
     configure_logging(settings.log_level)
     return asyncio.run(AgentRuntime(settings).run())
-

@@ -24,6 +24,7 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "agent": ("stoa_agents.cli", "agent_main", "run one agent replica (configured by STOA_* env)"),
     "run": ("stoa_agents.cli", "run_main", "run a directory of manifests locally (the debate demo)"),
     "transcript": ("stoa_agents.cli", "transcript_main", "print a stored conversation transcript"),
+    "operator": ("stoa_operator.cli", "main", "run the Kubernetes operator (also: crds|rbac generate|check)"),
     "gateway": ("stoa_gateway.cli", "main", "serve the model gateway for a ModelPolicy config file"),
     "fake-model": ("stoa_gateway.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
 }

@@ -49,8 +49,7 @@ def run(argv: Sequence[str]) -> int:
     metrics = Metrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, registry=metrics.registry)
-    kube = Kube.from_environment(settings.field_manager)
-    kube.api.configuration.connection_pool_maxsize = settings.max_workers * 2
+    kube = Kube.from_environment(settings.field_manager, pool_size=settings.max_workers * 2)
     runtime = Runtime()
     ctx = Context(kube=kube, runtime=runtime, settings=settings, gateway_probe=fetch_gateway_status)
     registry = kopf.OperatorRegistry()

@@ -19,6 +19,7 @@ from stoa_api.conversation import ConversationSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+FAILURE_TTL_SECONDS = 10.0  # after a failed connect, answer "unreachable" at once for this long
 
 
 class RuntimeUnavailableError(Exception):
@@ -104,6 +105,7 @@ class Runtime:
         self._pools: dict[str, Any] = {}
         self._buses: dict[str, Any] = {}
         self._lock: asyncio.Lock | None = None
+        self._failures: dict[str, tuple[float, str]] = {}
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -120,12 +122,20 @@ class Runtime:
             self._lock = asyncio.Lock()
         async with self._lock:
             pool = self._pools.get(dsn)
-            if pool is None:
-                try:
-                    pool = await open_pool(dsn, max_size=4, wait_seconds=2.0)
-                except Exception as exc:
-                    raise RuntimeUnavailableError(f"PostgreSQL unreachable: {exc}") from exc
-                self._pools[dsn] = pool
+            if pool is not None:
+                return pool
+            failed = self._failures.get(dsn)
+            now = asyncio.get_running_loop().time()
+            if failed is not None and now - failed[0] < FAILURE_TTL_SECONDS:
+                raise RuntimeUnavailableError(failed[1])  # fail fast: never stall every reconcile on it
+            try:
+                pool = await open_pool(dsn, max_size=4, wait_seconds=0)
+            except Exception as exc:
+                message = f"PostgreSQL unreachable: {exc}"
+                self._failures[dsn] = (now, message)
+                raise RuntimeUnavailableError(message) from exc
+            self._failures.pop(dsn, None)
+            self._pools[dsn] = pool
             return pool
 
     async def _bus(self, url: str | None) -> Any:

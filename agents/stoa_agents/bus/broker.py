@@ -32,7 +32,12 @@ class Bus:
 
     @classmethod
     async def connect(
-        cls, url: str, *, delivery_limit: int = 3, heartbeat_seconds: int = 5, prefetch: int = 1,
+        cls,
+        url: str,
+        *,
+        delivery_limit: int = 3,
+        heartbeat_seconds: int = 5,
+        prefetch: int = 1,
         name: str = "stoa",
     ) -> Bus:
         connection = await aio_pika.connect(
@@ -56,7 +61,9 @@ class Bus:
 
     async def declare_agent(self, agent: str) -> tuple[AbstractQueue, AbstractQueue]:
         """Idempotent: dead-letter exchange + DLQ, then the agent's single-active-consumer quorum queue."""
-        dlx = await self.channel.declare_exchange(DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True)
+        dlx = await self.channel.declare_exchange(
+            DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
+        )
         dlq = await self.channel.declare_queue(
             dead_letter_queue_name(agent), durable=True, arguments=dead_letter_queue_arguments()
         )
@@ -67,7 +74,9 @@ class Bus:
         self._declared.add(agent)
         return queue, dlq
 
-    async def publish(self, agent: str, body: bytes, *, message_id: str, headers: dict[str, Any] | None = None) -> None:
+    async def publish(
+        self, agent: str, body: bytes, *, message_id: str, headers: dict[str, Any] | None = None
+    ) -> None:
         """Persistent, mandatory, and returns only after the broker confirmed it (raises otherwise)."""
         if agent not in self._declared:
             await self.declare_agent(agent)
@@ -79,5 +88,3 @@ class Bus:
             headers=headers or {},
         )
         await self.channel.default_exchange.publish(message, routing_key=queue_name(agent), mandatory=True)
-
-

@@ -31,27 +31,42 @@ from stoa_api.manifests import Manifest, load_manifests
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stoa run", description=__doc__)
-    parser.add_argument("directory", help="directory (or file) with Agent, ModelPolicy and Conversation manifests")
+    parser.add_argument(
+        "directory", help="directory (or file) with Agent, ModelPolicy and Conversation manifests"
+    )
     parser.add_argument("--postgres-url", help="use this PostgreSQL instead of starting one")
     parser.add_argument("--rabbitmq-url", help="use this RabbitMQ instead of starting one")
-    parser.add_argument("--model-url", help="OpenAI-compatible base URL (Ollama, vLLM, OpenAI) instead of SmolLM2")
+    parser.add_argument(
+        "--model-url", help="OpenAI-compatible base URL (Ollama, vLLM, OpenAI) instead of SmolLM2"
+    )
     parser.add_argument("--model-name", help="model name at --model-url")
     parser.add_argument("--model-api-key-env", help="env var holding the API key for --model-url")
     parser.add_argument("--no-gateway", action="store_true", help="agents call the model directly")
-    parser.add_argument("--replicas", type=int, default=None, help="replicas per agent (default: the Agent spec)")
-    parser.add_argument("--kill-active-every", type=int, default=0, metavar="N",
-                        help="chaos: kill -9 the active replica of the speaking agent every N turns")
-    parser.add_argument("--max-tokens", type=int, default=90, help="max tokens per turn")
+    parser.add_argument(
+        "--replicas", type=int, default=None, help="replicas per agent (default: the Agent spec)"
+    )
+    parser.add_argument(
+        "--kill-active-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="chaos: kill -9 the active replica of the speaking agent every N turns",
+    )
+    parser.add_argument("--max-tokens", type=int, default=80, help="max tokens per turn")
+    parser.add_argument("--history-turns", type=int, help="recent turns shown to each speaker (default: manifests)")
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--work-dir", help="where logs go (default: a new temporary directory)")
     return parser
 
 
-def _split(manifests: list[Manifest]) -> tuple[dict[str, AgentSpec], dict[str, Any], dict[str, ConversationSpec]]:
+def _split(
+    manifests: list[Manifest],
+) -> tuple[dict[str, AgentSpec], dict[str, Any], dict[str, ConversationSpec]]:
     agents = {m.name: m.spec for m in manifests if m.kind == "Agent" and isinstance(m.spec, AgentSpec)}
     policies = {m.name: m.spec for m in manifests if m.kind == "ModelPolicy"}
-    conversations = {m.name: m.spec for m in manifests if m.kind == "Conversation"
-                     and isinstance(m.spec, ConversationSpec)}
+    conversations = {
+        m.name: m.spec for m in manifests if m.kind == "Conversation" and isinstance(m.spec, ConversationSpec)
+    }
     return agents, policies, conversations
 
 
@@ -107,92 +122,159 @@ class Services:
                 server.destroy()
 
 
-async def run_local(args: argparse.Namespace) -> int:
-    manifests = load_manifests(args.directory)
-    agents, policies, conversations = _split(manifests)
+def _agent_envs(
+    agents: dict[str, AgentSpec],
+    policies: dict[str, Any],
+    needed: list[str],
+    *,
+    args: argparse.Namespace,
+    agent_url: str,
+    default_model: str,
+    via_gateway: bool,
+    rabbitmq_url: str,
+    postgres_url: str,
+) -> dict[str, dict[str, str]]:
+    envs = {}
+    for name in needed:
+        spec = agents[name]
+        use_policy = via_gateway and spec.model_policy_ref is not None
+        model = agent_model_name(spec, default_model) if use_policy else (spec.model or default_model)
+        price_in, price_out = _pricing(policies, spec)
+        extra = {
+            "STOA_MODEL_MAX_TOKENS": str(args.max_tokens),
+            "STOA_MODEL_INPUT_COST_PER_1K": str(price_in),
+            "STOA_MODEL_OUTPUT_COST_PER_1K": str(price_out),
+            "STOA_HEARTBEAT_SECONDS": "5",
+            "STOA_MODEL_TIMEOUT_SECONDS": "120",
+        }
+        if args.history_turns is not None:
+            extra["STOA_HISTORY_TURNS"] = str(args.history_turns)
+        if args.model_api_key_env and not via_gateway:
+            extra["STOA_MODEL_API_KEY_ENV"] = args.model_api_key_env
+        envs[name] = agent_env(
+            name,
+            spec,
+            model_base_url=agent_url,
+            model_name=model,
+            rabbitmq_url=rabbitmq_url,
+            postgres_dsn=postgres_url,
+            pod_name="",
+            metrics_port=0,
+            extra=extra,
+        )
+    return envs
+
+
+def _validate(conversations: dict[str, ConversationSpec], agents: dict[str, AgentSpec]) -> str | None:
     if not conversations:
-        print(f"No Conversation in {args.directory}")
-        return 2
+        return "no Conversation manifest found"
     for conv_name, conv in conversations.items():
         missing = [p.agent_ref for p in conv.participants if p.agent_ref not in agents]
         if missing:
-            print(f"Conversation {conv_name} names unknown agents: {', '.join(missing)}")
-            return 2
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="stoa-run-"))
-    work.mkdir(parents=True, exist_ok=True)
-    services = Services()
-    embedded: EmbeddedModel | None = None
-    gateway: Any = None
-    fleet: Fleet | None = None
-    db: asyncpg.Pool | None = None
-    bus: Bus | None = None
-    try:
-        pg_task = asyncio.create_task(services.postgres(args.postgres_url))
-        mq_task = asyncio.create_task(services.rabbitmq(args.rabbitmq_url))
-        if args.model_url:
-            model_url, model_name = args.model_url, args.model_name or "default"
-        else:
-            print("Starting the embedded model SmolLM2-135M (llama.cpp) ...", flush=True)
-            embedded = await asyncio.to_thread(start_embedded_model, work / "model.log")
-            model_url, model_name = embedded.base_url, MODEL_ALIAS
-        postgres_url, rabbitmq_url = await pg_task, await mq_task
-        agent_url, default_model = model_url, model_name
-        if policies and not args.no_gateway:
-            from stoa_gateway.server import start_gateway
+            return f"Conversation {conv_name} names unknown agents: {', '.join(missing)}"
+    return None
 
-            config = work / "gateway.yaml"
-            config.write_text(yaml.safe_dump(local_gateway_config(policies, model_url, model_name)))
-            gateway = await start_gateway(config)
-            agent_url = gateway.base_url
-            print(f"Gateway {gateway.url} -> {model_url} (ModelPolicies: {', '.join(policies)})", flush=True)
-        db = await open_pool(postgres_url)
-        bus = await Bus.connect(rabbitmq_url, name="stoa-run")
+
+class LocalRun:
+    """Everything ``stoa run`` starts, torn down in reverse order."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.services = Services()
+        self.embedded: EmbeddedModel | None = None
+        self.gateway: Any = None
+        self.fleet: Fleet | None = None
+        self.db: asyncpg.Pool | None = None
+        self.bus: Bus | None = None
+
+    async def model(self, args: argparse.Namespace) -> tuple[str, str]:
+        if args.model_url:
+            return args.model_url, args.model_name or "default"
+        print("Starting the embedded model SmolLM2-135M (llama.cpp) ...", flush=True)
+        self.embedded = await asyncio.to_thread(start_embedded_model, self.work / "model.log")
+        return self.embedded.base_url, MODEL_ALIAS
+
+    async def gateway_url(self, policies: dict[str, Any], model_url: str, model_name: str) -> str:
+        from stoa_gateway.server import start_gateway
+
+        config = self.work / "gateway.yaml"
+        await asyncio.to_thread(
+            config.write_text, yaml.safe_dump(local_gateway_config(policies, model_url, model_name))
+        )
+        self.gateway = await start_gateway(config)
+        print(f"Gateway {self.gateway.url} -> {model_url} (ModelPolicies: {', '.join(policies)})", flush=True)
+        return str(self.gateway.base_url)
+
+    async def close(self) -> None:
+        if self.fleet is not None:
+            await asyncio.to_thread(self.fleet.stop)
+        if self.bus is not None:
+            await self.bus.close()
+        if self.db is not None:
+            await self.db.close()
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+        await asyncio.to_thread(self.services.destroy)
+
+
+async def run_local(args: argparse.Namespace) -> int:
+    manifests = load_manifests(args.directory)
+    agents, policies, conversations = _split(manifests)
+    problem = _validate(conversations, agents)
+    if problem:
+        print(f"{args.directory}: {problem}")
+        return 2
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="stoa-run-"))
+    await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+    run = LocalRun(work)
+    try:
+        pg_task = asyncio.create_task(run.services.postgres(args.postgres_url))
+        mq_task = asyncio.create_task(run.services.rabbitmq(args.rabbitmq_url))
+        model_url, model_name = await run.model(args)
+        postgres_url, rabbitmq_url = await pg_task, await mq_task
+        via_gateway = bool(policies) and not args.no_gateway
+        agent_url = await run.gateway_url(policies, model_url, model_name) if via_gateway else model_url
+        run.db = await open_pool(postgres_url)
+        run.bus = await Bus.connect(rabbitmq_url, name="stoa-run")
         needed = sorted({p.agent_ref for c in conversations.values() for p in c.participants})
-        envs = {}
+        envs = _agent_envs(
+            agents,
+            policies,
+            needed,
+            args=args,
+            agent_url=agent_url,
+            default_model=model_name,
+            via_gateway=via_gateway,
+            rabbitmq_url=rabbitmq_url,
+            postgres_url=postgres_url,
+        )
         for name in needed:
-            spec = agents[name]
-            use_policy = gateway is not None and spec.model_policy_ref is not None
-            model = agent_model_name(spec, default_model) if use_policy else (spec.model or default_model)
-            price_in, price_out = _pricing(policies, spec)
-            extra = {
-                "STOA_MODEL_MAX_TOKENS": str(args.max_tokens),
-                "STOA_MODEL_INPUT_COST_PER_1K": str(price_in),
-                "STOA_MODEL_OUTPUT_COST_PER_1K": str(price_out),
-                "STOA_HEARTBEAT_SECONDS": "5",
-                "STOA_MODEL_TIMEOUT_SECONDS": "120",
-            }
-            if args.model_api_key_env and gateway is None:
-                extra["STOA_MODEL_API_KEY_ENV"] = args.model_api_key_env
-            envs[name] = agent_env(name, spec, model_base_url=agent_url, model_name=model,
-                                   rabbitmq_url=rabbitmq_url, postgres_dsn=postgres_url, pod_name="",
-                                   metrics_port=0, extra=extra)
-            await bus.declare_agent(name)
+            await run.bus.declare_agent(name)
         replicas = args.replicas or max(agents[n].replicas for n in needed)
-        fleet = Fleet(envs, replicas, work / "agents")
-        fleet.start()
+        run.fleet = Fleet(envs, replicas, work / "agents")
+        await asyncio.to_thread(run.fleet.start)
         print(f"Agents: {', '.join(needed)} x{replicas} replicas (logs in {work / 'agents'})", flush=True)
         started = time.monotonic()
         for name, spec in conversations.items():
-            await start_conversation(db, bus, name, spec)
+            await start_conversation(run.db, run.bus, name, spec)
             print(f"\nConversation {name}: {spec.topic}\n", flush=True)
-        return await _follow(db, fleet, conversations, args, started, postgres_url)
+        return await _follow(
+            run.db, run.fleet, conversations, args=args, started=started, postgres_url=postgres_url
+        )
     finally:
-        if fleet is not None:
-            fleet.stop()
-        if bus is not None:
-            await bus.close()
-        if db is not None:
-            await db.close()
-        if gateway is not None:
-            await gateway.close()
-        if embedded is not None:
-            embedded.stop()
-        services.destroy()
+        await run.close()
 
 
 async def _follow(
-    db: asyncpg.Pool, fleet: Fleet, conversations: dict[str, ConversationSpec], args: argparse.Namespace,
-    started: float, postgres_url: str,
+    db: asyncpg.Pool,
+    fleet: Fleet,
+    conversations: dict[str, ConversationSpec],
+    *,
+    args: argparse.Namespace,
+    started: float,
+    postgres_url: str,
 ) -> int:
     seen: dict[str, int] = dict.fromkeys(conversations, 0)
     colors: dict[str, str] = {}
@@ -224,7 +306,10 @@ async def _follow(
                         if active and fleet.kill(active):
                             kills += 1
                             last_kill_turns = total_turns
-                            print(f"      (chaos: kill -9 {active}, the active replica of {speaker})", flush=True)
+                            print(
+                                f"      (chaos: kill -9 {active}, the active replica of {speaker})",
+                                flush=True,
+                            )
         if done:
             break
         if time.monotonic() > deadline:
@@ -232,11 +317,18 @@ async def _follow(
             return 1
         await asyncio.sleep(0.2)
     elapsed = time.monotonic() - started
-    return await _summary(db, conversations, elapsed, kills, fleet, postgres_url)
+    return await _summary(
+        db, conversations, elapsed=elapsed, kills=kills, fleet=fleet, postgres_url=postgres_url
+    )
 
 
 async def _summary(
-    db: asyncpg.Pool, conversations: dict[str, ConversationSpec], elapsed: float, kills: int, fleet: Fleet,
+    db: asyncpg.Pool,
+    conversations: dict[str, ConversationSpec],
+    *,
+    elapsed: float,
+    kills: int,
+    fleet: Fleet,
     postgres_url: str,
 ) -> int:
     print("\n" + "=" * 72)
@@ -247,8 +339,10 @@ async def _summary(
         assert status is not None
         failed = failed or status.phase.value == "Failed"
         print(f"Conversation {name}: {status.phase.value} - {status.reason}")
-        print(f"  turns {status.turns}, tokens in/out {status.tokens_in}/{status.tokens_out}, "
-              f"cost ${status.cost_usd:.6f}, time {elapsed:.1f}s")
+        print(
+            f"  turns {status.turns}, tokens in/out {status.tokens_in}/{status.tokens_out}, "
+            f"cost ${status.cost_usd:.6f}, time {elapsed:.1f}s"
+        )
         for agent, share in status.agents.items():
             print(f"  {agent}: {share.turns} turns, {share.tokens_out} tokens out, ${share.cost_usd:.6f}")
     takeovers = 0
@@ -257,6 +351,8 @@ async def _summary(
         takeovers += st.takeovers
         print(f"  {agent}: active pod {st.active_pod} (takeovers {st.takeovers})")
     print(f"Takeovers {takeovers}, kills {kills}, replica restarts {fleet.restarts}")
-    print(f"Transcript later: stoa transcript <conversation> --postgres-url {postgres_url}"
-          " (this run's services are removed on exit unless you passed --postgres-url)")
+    print(
+        f"Transcript later: stoa transcript <conversation> --postgres-url {postgres_url}"
+        " (this run's services are removed on exit unless you passed --postgres-url)"
+    )
     return 1 if failed else 0

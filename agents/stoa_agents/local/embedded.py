@@ -61,7 +61,9 @@ class EmbeddedModel:
                 self.process.wait()
 
 
-def start_embedded_model(log: Path, threads: int = 2, n_ctx: int = 2048, timeout: float = 120.0) -> EmbeddedModel:
+def start_embedded_model(
+    log: Path, threads: int = 2, n_ctx: int = 2048, timeout: float = 120.0
+) -> EmbeddedModel:
     gguf = find_gguf()
     if not llama_server_available():
         raise EmbeddedModelMissingError(INSTALL_HINT)
@@ -69,9 +71,27 @@ def start_embedded_model(log: Path, threads: int = 2, n_ctx: int = 2048, timeout
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", MODEL_ALIAS,
-             "--n_ctx", str(n_ctx), "--n_threads", str(threads), "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(gguf),
+                "--model_alias",
+                MODEL_ALIAS,
+                "--n_ctx",
+                str(n_ctx),
+                "--n_threads",
+                str(threads),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     model = EmbeddedModel(process, port, log)
     deadline = time.monotonic() + timeout

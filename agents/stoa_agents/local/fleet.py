@@ -57,14 +57,18 @@ class Fleet:
         with log.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "stoa_cli.main", "agent"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         replica = Replica(agent, index, generation, process, log, port)
         self.members[(agent, index)] = replica
         return replica
 
     def start(self) -> None:
-        """Replica 0 of every agent first (it registers first, so it is the active consumer), then the rest."""
+        """Replica 0 of every agent first (registered first, so it is the active consumer), then the rest."""
         for index in range(self.replicas):
             for agent in self.envs:
                 self._spawn(agent, index, 0)

@@ -18,8 +18,9 @@ RESET = "\033[0m"
 def format_turn(turn: StoredTurn, color: str = "", width: int = 100) -> str:
     head = f"{color}[{turn.seq:>3}] {turn.speaker} ({turn.role}){RESET if color else ''}"
     meta = f"  {turn.tokens_out} tok, {turn.duration_ms} ms, pod {turn.pod}"
-    body = textwrap.fill(" ".join(turn.content.split()), width=width, initial_indent="      ",
-                         subsequent_indent="      ")
+    body = textwrap.fill(
+        " ".join(turn.content.split()), width=width, initial_indent="      ", subsequent_indent="      "
+    )
     return f"{head}{meta}\n{body}"
 
 
@@ -34,10 +35,30 @@ async def print_transcript(dsn: str, name: str, *, as_json: bool = False) -> int
     finally:
         await db.close()
     if as_json:
-        print(json.dumps({"status": status.as_status(), "turns": [
-            {"seq": t.seq, "speaker": t.speaker, "role": t.role, "content": t.content, "tokensIn": t.tokens_in,
-             "tokensOut": t.tokens_out, "costUSD": t.cost_usd, "model": t.model, "durationMs": t.duration_ms,
-             "pod": t.pod, "at": t.created_at.isoformat()} for t in turns]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "status": status.as_status(),
+                    "turns": [
+                        {
+                            "seq": t.seq,
+                            "speaker": t.speaker,
+                            "role": t.role,
+                            "content": t.content,
+                            "tokensIn": t.tokens_in,
+                            "tokensOut": t.tokens_out,
+                            "costUSD": t.cost_usd,
+                            "model": t.model,
+                            "durationMs": t.duration_ms,
+                            "pod": t.pod,
+                            "at": t.created_at.isoformat(),
+                        }
+                        for t in turns
+                    ],
+                },
+                indent=2,
+            )
+        )
         return 0
     speakers: dict[str, str] = {}
     print(f"Conversation {name}: phase={status.phase.value} turns={status.turns}")

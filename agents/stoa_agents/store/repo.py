@@ -130,8 +130,8 @@ async def load_turns(db: asyncpg.Pool, conversation_id: str) -> list[Turn]:
 
 async def load_transcript(db: asyncpg.Pool, conversation_id: str, after_seq: int = 0) -> list[StoredTurn]:
     rows = await db.fetch(
-        "SELECT seq, speaker, role, content, tokens_in, tokens_out, cost_usd, model, duration_ms, pod, created_at"
-        " FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+        "SELECT seq, speaker, role, content, tokens_in, tokens_out, cost_usd, model, duration_ms, pod,"
+        " created_at FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
         uuid.UUID(conversation_id),
         after_seq,
     )
@@ -148,33 +148,54 @@ async def load_memory(db: asyncpg.Pool, agent: str, conversation_id: str) -> lis
 
 
 async def insert_conversation(
-    db: asyncpg.Pool, conversation_id: str, name: str, spec: dict[str, Any], phase: Phase,
-    first: NextMessage, traceparent: str,
+    db: asyncpg.Pool,
+    *,
+    conversation_id: str,
+    name: str,
+    spec: dict[str, Any],
+    phase: Phase,
+    first: NextMessage,
+    traceparent: str,
 ) -> bool:
     """Create the conversation and its first message in one transaction; False when it already exists."""
     async with db.acquire() as conn, conn.transaction():
         created = await conn.fetchval(
-            "INSERT INTO stoa.conversations (id, name, spec, phase, traceparent) VALUES ($1, $2, $3::jsonb, $4, $5)"
-            " ON CONFLICT (name) DO NOTHING RETURNING id",
-            uuid.UUID(conversation_id), name, json.dumps(spec), phase.value, traceparent,
+            "INSERT INTO stoa.conversations (id, name, spec, phase, traceparent)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            uuid.UUID(conversation_id),
+            name,
+            json.dumps(spec),
+            phase.value,
+            traceparent,
         )
         if created is None:
             return False
         await conn.execute(
-            "INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body) VALUES ($1, $2, $3, $4, $5)",
-            first.message_id, uuid.UUID(conversation_id), first.seq, first.routing_key, first.body,
+            "INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            first.message_id,
+            uuid.UUID(conversation_id),
+            first.seq,
+            first.routing_key,
+            first.body,
         )
         if phase is Phase.SUSPENDED:
             await conn.execute(
                 "UPDATE stoa.conversations SET parked_message = $2 WHERE id = $1",
-                uuid.UUID(conversation_id), first.message_id,
+                uuid.UUID(conversation_id),
+                first.message_id,
             )
-            await conn.execute("UPDATE stoa.outbox SET published_at = now() WHERE message_id = $1", first.message_id)
+            await conn.execute(
+                "UPDATE stoa.outbox SET published_at = now() WHERE message_id = $1", first.message_id
+            )
         return True
 
 
 async def commit_turn(
-    db: asyncpg.Pool, turn: NewTurn, next_message: NextMessage | None, end: tuple[Phase, str] | None,
+    db: asyncpg.Pool,
+    turn: NewTurn,
+    next_message: NextMessage | None,
+    end: tuple[Phase, str] | None,
     memory_note: str | None,
 ) -> str:
     """Store a turn, mark its message processed, queue the next message: one transaction.
@@ -192,16 +213,30 @@ async def commit_turn(
         if phase in TERMINAL_PHASES:
             return "finished"
         await conn.execute(
-            "INSERT INTO stoa.turns (conversation_id, seq, speaker, role, content, tokens_in, tokens_out, cost_usd,"
-            " model, duration_ms, pod, message_id, traceparent)"
+            "INSERT INTO stoa.turns (conversation_id, seq, speaker, role, content, tokens_in, tokens_out,"
+            " cost_usd, model, duration_ms, pod, message_id, traceparent)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            conv_id, turn.seq, turn.speaker, turn.role, turn.content, turn.tokens_in, turn.tokens_out,
-            turn.cost_usd, turn.model, turn.duration_ms, turn.pod, turn.message_id, turn.traceparent,
+            conv_id,
+            turn.seq,
+            turn.speaker,
+            turn.role,
+            turn.content,
+            turn.tokens_in,
+            turn.tokens_out,
+            turn.cost_usd,
+            turn.model,
+            turn.duration_ms,
+            turn.pod,
+            turn.message_id,
+            turn.traceparent,
         )
         await conn.execute(
             "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome)"
             " VALUES ($1, $2, $3, $4, 'stored')",
-            turn.message_id, conv_id, turn.speaker, turn.pod,
+            turn.message_id,
+            conv_id,
+            turn.speaker,
+            turn.pod,
         )
         new_phase = end[0] if end else (Phase.SUSPENDED if phase is Phase.SUSPENDED else Phase.RUNNING)
         await conn.execute(
@@ -211,53 +246,80 @@ async def commit_turn(
             " started_at = coalesce(started_at, now()),"
             " finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, updated_at = now()"
             " WHERE id = $1",
-            conv_id, turn.seq, turn.speaker, new_phase.value, end[1] if end else None,
-            turn.tokens_in, turn.tokens_out, turn.cost_usd,
+            conv_id,
+            turn.seq,
+            turn.speaker,
+            new_phase.value,
+            end[1] if end else None,
+            turn.tokens_in,
+            turn.tokens_out,
+            turn.cost_usd,
         )
         await conn.execute(
             "INSERT INTO stoa.agent_totals AS t (agent, turns, tokens_in, tokens_out, cost_usd)"
             " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
             " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
             " updated_at = now()",
-            turn.speaker, turn.tokens_in, turn.tokens_out, turn.cost_usd,
+            turn.speaker,
+            turn.tokens_in,
+            turn.tokens_out,
+            turn.cost_usd,
         )
         if next_message is not None:
             await conn.execute(
                 "INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body)"
                 " VALUES ($1, $2, $3, $4, $5)",
-                next_message.message_id, conv_id, next_message.seq, next_message.routing_key, next_message.body,
+                next_message.message_id,
+                conv_id,
+                next_message.seq,
+                next_message.routing_key,
+                next_message.body,
             )
         if memory_note:
             schema = memory_schema(turn.speaker)
             await conn.execute(
                 f"INSERT INTO {schema}.memory (conversation_id, seq, note) VALUES ($1, $2, $3)"  # noqa: S608
                 " ON CONFLICT DO NOTHING",
-                conv_id, turn.seq, memory_note,
+                conv_id,
+                turn.seq,
+                memory_note,
             )
         await conn.execute(
             "UPDATE stoa.agent_activity SET last_seen_at = now() WHERE agent = $1 AND pod = $2",
-            turn.speaker, turn.pod,
+            turn.speaker,
+            turn.pod,
         )
         return "stored"
 
 
 async def fail_conversation(
-    db: asyncpg.Pool, conversation_id: str, reason: str, *, message_id: str | None = None,
-    agent: str = "", pod: str = "", outcome: str = "failed",
+    db: asyncpg.Pool,
+    conversation_id: str,
+    reason: str,
+    *,
+    message_id: str | None = None,
+    agent: str = "",
+    pod: str = "",
+    outcome: str = "failed",
 ) -> bool:
     """Mark Failed (unless already finished) and the message processed; True when this call failed it."""
     conv_id = uuid.UUID(conversation_id)
     async with db.acquire() as conn, conn.transaction():
         changed = await conn.fetchval(
-            "UPDATE stoa.conversations SET phase = 'Failed', reason = $2, finished_at = now(), updated_at = now()"
-            " WHERE id = $1 AND phase NOT IN ('Succeeded', 'Failed') RETURNING id",
-            conv_id, reason[:2000],
+            "UPDATE stoa.conversations SET phase = 'Failed', reason = $2, finished_at = now(),"
+            " updated_at = now() WHERE id = $1 AND phase NOT IN ('Succeeded', 'Failed') RETURNING id",
+            conv_id,
+            reason[:2000],
         )
         if message_id is not None:
             await conn.execute(
                 "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome)"
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                message_id, conv_id, agent, pod, outcome,
+                message_id,
+                conv_id,
+                agent,
+                pod,
+                outcome,
             )
         return changed is not None
 
@@ -267,25 +329,29 @@ async def park_message(db: asyncpg.Pool, conversation_id: str, message_id: str) 
     parked = await db.fetchval(
         "UPDATE stoa.conversations SET parked_message = $2, updated_at = now()"
         " WHERE id = $1 AND phase = 'Suspended' RETURNING id",
-        uuid.UUID(conversation_id), message_id,
+        uuid.UUID(conversation_id),
+        message_id,
     )
     return parked is not None
 
 
-async def unpublished(db: asyncpg.Pool, conversation_id: str | None = None, min_age_seconds: float = 0) -> list[OutboxRow]:
+async def unpublished(
+    db: asyncpg.Pool, conversation_id: str | None = None, min_age_seconds: float = 0
+) -> list[OutboxRow]:
     rows = await db.fetch(
         "SELECT id, message_id, routing_key, body FROM stoa.outbox WHERE published_at IS NULL"
         " AND ($1::uuid IS NULL OR conversation_id = $1)"
         " AND created_at <= now() - make_interval(secs => $2) ORDER BY id LIMIT 1000",
-        uuid.UUID(conversation_id) if conversation_id else None, min_age_seconds,
+        uuid.UUID(conversation_id) if conversation_id else None,
+        min_age_seconds,
     )
     return [OutboxRow(r["id"], r["message_id"], r["routing_key"], bytes(r["body"])) for r in rows]
 
 
 async def mark_published(db: asyncpg.Pool, outbox_id: int) -> None:
     await db.execute(
-        "UPDATE stoa.outbox SET published_at = coalesce(published_at, now()), publish_count = publish_count + 1"
-        " WHERE id = $1",
+        "UPDATE stoa.outbox SET published_at = coalesce(published_at, now()),"
+        " publish_count = publish_count + 1 WHERE id = $1",
         outbox_id,
     )
 
@@ -299,7 +365,8 @@ async def record_activity(db: asyncpg.Pool, agent: str, pod: str) -> str | None:
         " active_since = CASE WHEN a.pod = $2 THEN a.active_since ELSE now() END,"
         " takeovers = a.takeovers + CASE WHEN a.pod = $2 THEN 0 ELSE 1 END, last_seen_at = now()"
         " RETURNING (SELECT pod FROM old) AS old_pod",
-        agent, pod,
+        agent,
+        pod,
     )
     old = row["old_pod"] if row else None
     return old if old and old != pod else None
@@ -308,7 +375,10 @@ async def record_activity(db: asyncpg.Pool, agent: str, pod: str) -> str | None:
 async def record_error(db: asyncpg.Pool, message_id: str, agent: str, pod: str, error: str) -> None:
     await db.execute(
         "INSERT INTO stoa.message_errors (message_id, agent, pod, error) VALUES ($1, $2, $3, $4)",
-        message_id, agent, pod, error[:2000],
+        message_id,
+        agent,
+        pod,
+        error[:2000],
     )
 
 
@@ -320,8 +390,16 @@ async def last_error(db: asyncpg.Pool, message_id: str) -> str | None:
 
 
 async def record_dead_letter(
-    db: asyncpg.Pool, *, message_id: str, conversation_id: str | None, agent: str, death_reason: str,
-    deliveries: int | None, reason: str, body: bytes, headers: dict[str, Any],
+    db: asyncpg.Pool,
+    *,
+    message_id: str,
+    conversation_id: str | None,
+    agent: str,
+    death_reason: str,
+    deliveries: int | None,
+    reason: str,
+    body: bytes,
+    headers: dict[str, Any],
 ) -> bool:
     conv = None
     if conversation_id:
@@ -330,8 +408,16 @@ async def record_dead_letter(
         except ValueError:
             conv = None
     inserted = await db.fetchval(
-        "INSERT INTO stoa.dead_letters (message_id, conversation_id, agent, death_reason, deliveries, reason, body,"
-        " headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) ON CONFLICT (message_id) DO NOTHING RETURNING id",
-        message_id, conv, agent, death_reason, deliveries, reason[:2000], body, json.dumps(headers, default=str),
+        "INSERT INTO stoa.dead_letters (message_id, conversation_id, agent, death_reason, deliveries, reason,"
+        " body, headers) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+        " ON CONFLICT (message_id) DO NOTHING RETURNING id",
+        message_id,
+        conv,
+        agent,
+        death_reason,
+        deliveries,
+        reason[:2000],
+        body,
+        json.dumps(headers, default=str),
     )
     return inserted is not None

@@ -32,7 +32,9 @@ class Decision:
     reason: str
 
 
-def classify(kind: FailureKind, infra_elapsed_seconds: float, infra_budget_seconds: float) -> Decision:
+def classify(  # noqa: PLR0911 (one return per row of the table is the point)
+    kind: FailureKind, infra_elapsed_seconds: float, infra_budget_seconds: float
+) -> Decision:
     """One table for every failure. Requeues are immediate in RabbitMQ, so transient ones retry in place."""
     match kind:
         case FailureKind.DUPLICATE:
@@ -44,7 +46,9 @@ def classify(kind: FailureKind, infra_elapsed_seconds: float, infra_budget_secon
         case FailureKind.TRANSIENT:
             if infra_elapsed_seconds < infra_budget_seconds:
                 return Decision(Action.RETRY, "transient failure, retrying in place")
-            return Decision(Action.EXIT, f"transient failure for {infra_elapsed_seconds:.0f}s, giving up the message")
+            return Decision(
+                Action.EXIT, f"transient failure for {infra_elapsed_seconds:.0f}s, giving up the message"
+            )
         case FailureKind.BROKER_UNAVAILABLE:
             return Decision(Action.ABANDON, "broker connection lost; the message will be redelivered")
         case FailureKind.UNEXPECTED:

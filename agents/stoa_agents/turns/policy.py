@@ -74,7 +74,9 @@ def turn_limit(spec: ConversationSpec) -> int:
     limit = spec.max_turns
     if spec.max_rounds is not None:
         moderator = spec.moderator_name()
-        per_round = 2 if spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED else len(speaking_order(spec))
+        per_round = (
+            2 if spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED else len(speaking_order(spec))
+        )
         limit = min(limit, spec.max_rounds * per_round + (1 if moderator else 0))
     return max(1, limit)
 
@@ -118,7 +120,9 @@ def similarity(a: str, b: str) -> float:
     return len(sa & sb) / len(sa | sb)
 
 
-def is_repetitive(spec: ConversationSpec, history: list[Turn], threshold: float = REPETITION_THRESHOLD) -> bool:
+def is_repetitive(
+    spec: ConversationSpec, history: list[Turn], threshold: float = REPETITION_THRESHOLD
+) -> bool:
     """Every non-moderator speaker's last turn nearly repeats its own previous one."""
     moderator = spec.moderator_name()
     speakers = [s for s in speaking_order(spec) if s != moderator]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from stoa_agents.turns.policy import Turn
@@ -16,7 +17,9 @@ MODERATOR_TASK = (
     "Then write a last line exactly like 'VERDICT: CONTINUE' or 'VERDICT: END <reason>' "
     "(END only when the debate stopped being productive)."
 )
-MODERATOR_OPENING = "You are the moderator. Introduce the topic in 2 short sentences and invite the first speaker."
+MODERATOR_OPENING = (
+    "You are the moderator. Introduce the topic in 2 short sentences and invite the first speaker."
+)
 MODERATOR_CLOSING = (
     "You are the moderator. This is the final turn: in 2-3 sentences say which side argued better and why. "
     "Then write a last line 'VERDICT: END <one-line reason>'."
@@ -37,6 +40,15 @@ class TurnContext:
     next_speakers: list[str] | None = None
 
 
+_POSITION = re.compile(r"your position(?: is)?\s*:\s*([^.\n]+)", re.IGNORECASE)
+
+
+def position_of(persona: str) -> str | None:
+    """The claim after 'Your position:' in a persona, so every turn can restate it positively."""
+    match = _POSITION.search(persona)
+    return match.group(1).strip() if match else None
+
+
 def _task(ctx: TurnContext) -> str:
     if ctx.role == "moderator":
         if ctx.seq == 1:
@@ -45,23 +57,38 @@ def _task(ctx: TurnContext) -> str:
             return MODERATOR_CLOSING
         task = MODERATOR_TASK
         if ctx.next_speakers:
-            task += f" Before the verdict, name who speaks next with a line 'NEXT: <name>' ({', '.join(ctx.next_speakers)})."
+            names = ", ".join(ctx.next_speakers)
+            task += f" Before the verdict, name who speaks next with a line 'NEXT: <name>' ({names})."
         return task
+    position = position_of(ctx.persona)
+    if position:
+        return f"In 2 or 3 short sentences, argue that {position}. Give one concrete example."
     return ROLE_TASKS.get(ctx.role, ROLE_TASKS["member"])
 
 
 def build_messages(ctx: TurnContext) -> list[dict[str, str]]:
-    """System = persona; one user message with the topic, the recent turns, own earlier points and the task."""
+    """Chat turns, not a pasted transcript (tiny models copy a transcript's layout): the persona and topic
+    as system, recent turns as user/assistant messages, and the task with the persona restated last."""
     recent = ctx.history[-ctx.history_turns :] if ctx.history_turns else []
-    lines = [f"Debate topic: {ctx.topic}"]
-    if recent:
-        lines.append("Recent turns:")
-        lines.extend(f"- {t.speaker}: {t.content.strip()}" for t in recent)
+    messages = [{"role": "system", "content": f"{ctx.persona}\nDebate topic: {ctx.topic}"}]
+    for turn in recent:
+        if turn.speaker == ctx.agent:
+            messages.append({"role": "assistant", "content": _short(turn.content)})
+        else:
+            messages.append({"role": "user", "content": f"{turn.speaker} said: {_short(turn.content)}"})
+    lines = [_task(ctx)]
     if ctx.memory:
-        lines.append("Points you already made (do not repeat them, add a new one):")
-        lines.extend(f"- {note}" for note in ctx.memory[-3:])
-    lines.append(f"You are {ctx.agent}. {_task(ctx)}")
-    return [{"role": "system", "content": ctx.persona}, {"role": "user", "content": "\n".join(lines)}]
+        lines.append("Use a different example than before (" + " / ".join(ctx.memory[-2:]) + ").")
+    if messages[-1]["role"] == "user":
+        messages[-1]["content"] += "\n\n" + "\n".join(lines)
+    else:
+        messages.append({"role": "user", "content": "\n".join(lines)})
+    return messages
+
+
+def _short(content: str, limit: int = 240) -> str:
+    text = " ".join(content.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def memory_note(content: str, limit: int = 160) -> str:

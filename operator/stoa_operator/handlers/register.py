@@ -133,6 +133,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context, metrics: Metrics) ->
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         """In-cluster service account or KUBECONFIG, as the kubernetes client resolves them."""
         return kopf.login_via_client(**kwargs)
+
     _register_kind(
         registry,
         ctx,

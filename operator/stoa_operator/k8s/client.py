@@ -51,12 +51,14 @@ class Kube:
         self.field_manager = field_manager
 
     @classmethod
-    def from_environment(cls, field_manager: str) -> Kube:
+    def from_environment(cls, field_manager: str, pool_size: int = 32) -> Kube:
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient(), field_manager)
+        configuration = client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = pool_size  # one connection per kopf worker thread
+        return cls(client.ApiClient(configuration), field_manager)
 
     def _path(self, api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
         res = resource_for(api_version, kind)

@@ -8,7 +8,9 @@ own free host port. A container learns it through its environment: each env var 
 (``STOA_METRICS_PORT: "9090"`` with ``containerPort: 9090`` -> ``STOA_METRICS_PORT: "41234"``), and
 ``$(VAR)`` references in command/args/env are expanded afterwards, as the kubelet does, so
 ``args: [gateway, --port, $(STOA_GATEWAY_PORT)]`` follows. Probes on a port (by number or name) go to
-the host port. In a real cluster the same Pod spec is self-consistent (env value == containerPort).
+the host port. Flags named ``*port`` whose value is a containerPort follow too (``--port 8080`` and
+``--metrics-port=9090`` -> the host port). In a real cluster the same Pod spec is self-consistent (env
+value == containerPort). Service addresses: :mod:`tests.e2e.nodeagent.services`.
 """
 
 from __future__ import annotations
@@ -220,6 +222,24 @@ def command_argv(
         raise MissingReferenceError(f"container {container['name']} has no command and no entrypoint")
     head = programs.get(argv[0]) or programs.get(argv[0].rsplit("/", 1)[-1])
     return [*head, *argv[1:]] if head else argv
+
+
+_PORT_FLAG = re.compile(r"^--?[A-Za-z0-9-]*port$", re.IGNORECASE)
+
+
+def rewrite_port_args(argv: list[str], ports: Mapping[int, int]) -> list[str]:
+    """``--port 8080`` / ``--port=8080`` (any flag ending in ``port``) with a containerPort -> host port."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        if i and _PORT_FLAG.match(argv[i - 1]) and arg.isdigit() and int(arg) in ports:
+            out.append(str(ports[int(arg)]))
+            continue
+        flag, sep, value = arg.partition("=")
+        if sep and _PORT_FLAG.match(flag) and value.isdigit() and int(value) in ports:
+            out.append(f"{flag}={ports[int(value)]}")
+        else:
+            out.append(arg)
+    return out
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, config
-from stoa_devenv.cluster import ControlPlane
 
+from stoa_devenv.cluster import ControlPlane
 from tests.e2e.operator.harness import Cluster, OperatorProcess, install_crds, operator_kubeconfig
 
 

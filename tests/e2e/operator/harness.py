@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.procs import free_port
 from stoa_devenv.tools import kubectl_binary
@@ -27,7 +28,7 @@ T = TypeVar("T")
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.25) -> T:
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = predicate()
         if last:
@@ -36,7 +37,9 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-def kubectl(plane: ControlPlane, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    plane: ControlPlane, *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(kubectl_binary()), "--kubeconfig", str(plane.kubeconfig), *args],
         capture_output=True,
@@ -59,9 +62,18 @@ def operator_kubeconfig(plane: ControlPlane, api: client.ApiClient) -> Path:
     except ApiException as exc:
         if exc.status != 409:
             raise
-    kubectl(plane, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "operator" / "rbac" / "operator.yaml"))
+    kubectl(
+        plane,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(REPO / "operator" / "rbac" / "operator.yaml"),
+    )
     token = core.create_namespaced_service_account_token(
-        "stoa-operator", "stoa-system", {"spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 7200}}
+        "stoa-operator",
+        "stoa-system",
+        {"spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 7200}},
     ).status.token
     config = {
         "apiVersion": "v1",
@@ -69,7 +81,10 @@ def operator_kubeconfig(plane: ControlPlane, api: client.ApiClient) -> Path:
         "clusters": [
             {
                 "name": "e2e",
-                "cluster": {"server": plane.server, "certificate-authority": str(plane.base / "pki" / "apiserver.crt")},
+                "cluster": {
+                    "server": plane.server,
+                    "certificate-authority": str(plane.base / "pki" / "apiserver.crt"),
+                },
             }
         ],
         "users": [{"name": "stoa-operator", "user": {"token": token}}],
@@ -106,7 +121,11 @@ class OperatorProcess:
         }
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stoa_operator.cli"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, "-m", "stoa_operator.cli"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return self
@@ -143,12 +162,16 @@ class Cluster:
         self.core = client.CoreV1Api(api)
 
     def create(self, plural: str, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, plural, body)
+        result: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.ns, plural, body
+        )
         return result
 
     def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
-            result: dict[str, Any] = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name)
+            result: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                GROUP, VERSION, self.ns, plural, name
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -156,7 +179,9 @@ class Cluster:
         return result
 
     def patch(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, plural, name, patch)
+        result: dict[str, Any] = self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.ns, plural, name, patch
+        )
         return result
 
     def delete(self, plural: str, name: str) -> None:
@@ -183,6 +208,30 @@ class Cluster:
             self.core.replace_namespaced_secret(name, self.ns, body)
 
 
+def wait_object(
+    cluster: Cluster,
+    plural: str,
+    name: str,
+    check: Callable[[dict[str, Any]], bool],
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """Wait until the custom object exists and ``check`` holds; return it."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = cluster.get(plural, name)
+        return obj if obj is not None and check(obj) else None
+
+    found = wait_for(probe, timeout, f"{plural}/{name}")
+    assert found is not None
+    return found
+
+
+def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = condition(obj, type_)
+    assert found is not None, f"no {type_} condition in {obj.get('status')}"
+    return found
+
+
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
     for item in ((obj or {}).get("status") or {}).get("conditions") or []:
         if item.get("type") == type_:
@@ -196,7 +245,7 @@ def settled(obj: dict[str, Any] | None, type_: str, status: str, reason: str | N
     if obj is None or cond is None:
         return False
     gen = obj["metadata"]["generation"]
-    return (
+    return bool(
         cond["status"] == status
         and (reason is None or cond["reason"] == reason)
         and cond.get("observedGeneration") == gen
@@ -205,7 +254,7 @@ def settled(obj: dict[str, Any] | None, type_: str, status: str, reason: str | N
 
 
 def load_samples() -> list[dict[str, Any]]:
-    docs = []
+    docs: list[dict[str, Any]] = []
     for path in sorted((REPO / "crds" / "samples").glob("*.yaml")):
         docs.extend(d for d in yaml.safe_load_all(path.read_text()) if d)
     return docs

@@ -12,9 +12,17 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
-from stoa_devenv.cluster import ControlPlane
 
-from tests.e2e.operator.harness import Cluster, OperatorProcess, condition, load_samples, settled, wait_for
+from stoa_devenv.cluster import ControlPlane
+from tests.e2e.operator.harness import (
+    Cluster,
+    OperatorProcess,
+    cond,
+    load_samples,
+    settled,
+    wait_for,
+    wait_object,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +51,23 @@ def _plural(kind: str) -> str:
 
 
 def _env(deployment: Any) -> dict[str, Any]:
-    return {e.name: (e.value if e.value is not None else e.value_from) for e in deployment.spec.template.spec.containers[0].env}
+    return {
+        e.name: (e.value if e.value is not None else e.value_from)
+        for e in deployment.spec.template.spec.containers[0].env
+    }
 
 
 def test_samples_create_children_and_status(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
-    kube.secret("stoa-connections", {"postgresDsn": "postgresql://x@127.0.0.1:1/none", "rabbitmqUrl": "amqp://x@127.0.0.1:1/"})
+    kube.secret(
+        "stoa-connections",
+        {"postgresDsn": "postgresql://x@127.0.0.1:1/none", "rabbitmqUrl": "amqp://x@127.0.0.1:1/"},
+    )
     kube.secret("openai-key", {"apiKey": "sk-test"})
     for doc in load_samples():
         if doc["kind"] != "Conversation":
             kube.create(_plural(doc["kind"]), copy.deepcopy(doc))
 
-    # ModelPolicy: the namespace gateway exists with the rendered config and the key env mapped from the Secret.
+    # ModelPolicy: the namespace gateway exists, config rendered, the key env mapped from the Secret.
     gw = wait_for(lambda: kube.deployment("stoa-gateway"), 30, "gateway Deployment")
     env = _env(gw)
     assert env["STOA_KEY_OPENAI_KEY_APIKEY"].secret_key_ref.name == "openai-key"
@@ -62,11 +76,11 @@ def test_samples_create_children_and_status(operator: OperatorProcess, kube: Clu
     assert [p["name"] for p in config["policies"]] == ["debate-models"]
     assert "sk-test" not in cm.data["gateway.yaml"]
     assert gw.metadata.owner_references[0].kind == "ModelPolicy"
-    mp = wait_for(lambda: (o := kube.get("modelpolicies", "debate-models")) and settled(o, "Progressing", "True") and o, 30, "mp status")
+    mp = wait_object(kube, "modelpolicies", "debate-models", lambda o: settled(o, "Progressing", "True"), 30)
     assert mp["status"]["endpoint"] == f"http://stoa-gateway.{ns}.svc:8080/v1"
     assert [t["name"] for t in mp["status"]["targets"]] == ["primary", "local"]
     assert all(t["circuit"] == "unknown" for t in mp["status"]["targets"])
-    assert condition(mp, "Degraded")["status"] == "False"  # type: ignore[index]
+    assert cond(mp, "Degraded")["status"] == "False"
 
     # Agents: Deployment agent-<name> running `stoa agent` with the runtime env contract.
     dep = wait_for(lambda: kube.deployment("agent-pro"), 30, "agent Deployment")
@@ -82,27 +96,28 @@ def test_samples_create_children_and_status(operator: OperatorProcess, kube: Clu
     assert env["STOA_MODEL_NAME"] == "debate-models"
     assert env["STOA_MODEL_BASE_URL"] == f"http://stoa-gateway.{ns}.svc:8080/v1"
     assert env["STOA_POSTGRES_DSN"].secret_key_ref.name == "stoa-connections"
-    assert dep.metadata.owner_references[0].kind == "Agent" and dep.metadata.owner_references[0].controller
+    assert dep.metadata.owner_references[0].kind == "Agent"
+    assert dep.metadata.owner_references[0].controller
     assert kube.core.read_namespaced_service("agent-pro", ns).spec.cluster_ip == "None"
     # No kubelet: pods never become ready, so an Agent settles at Progressing=True/Ready=False (honest).
     for name in ("pro", "con", "moderator"):
-        ag = wait_for(
-            lambda n=name: (o := kube.get("agents", n)) and settled(o, "Progressing", "True", "RollingOut") and o,
-            30,
-            f"agent {name} Progressing",
-        )
-        assert condition(ag, "Ready")["reason"] == "Unavailable"  # type: ignore[index]
-        assert condition(ag, "Degraded")["status"] == "False"  # type: ignore[index]
+        ag = wait_object(kube, "agents", name, lambda o: settled(o, "Progressing", "True", "RollingOut"), 30)
+        assert cond(ag, "Ready")["reason"] == "Unavailable"
+        assert cond(ag, "Degraded")["status"] == "False"
         assert ag["status"]["queue"] == f"stoa.agent.{name}"
-        assert condition(ag, "RuntimeSynced")["status"] == "False"  # type: ignore[index]  # Postgres unreachable
+        assert cond(ag, "RuntimeSynced")["status"] == "False"  # Postgres unreachable
     events = kube.core.list_namespaced_event(ns).items
     assert any(e.reason == "RuntimeUnavailable" for e in events)
 
 
-def test_spec_change_rolls_children_and_config_hot_reloads(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
+def test_spec_change_rolls_children_and_config_hot_reloads(
+    operator: OperatorProcess, kube: Cluster, ns: str
+) -> None:
     wait_for(lambda: kube.deployment("agent-con"), 30, "agent-con")
     kube.patch("agents", "con", {"spec": {"replicas": 3, "persona": "You argue against. Briefly."}})
-    dep = wait_for(lambda: (d := kube.deployment("agent-con")) and d.spec.replicas == 3 and d, 20, "replicas 3")
+    dep = wait_for(
+        lambda: (d := kube.deployment("agent-con")) and d.spec.replicas == 3 and d, 20, "replicas 3"
+    )
     assert _env(dep)["STOA_PERSONA"] == "You argue against. Briefly."
     wait_for(lambda: settled(kube.get("agents", "con"), "Progressing", "True"), 20, "observedGeneration 2")
 
@@ -113,7 +128,9 @@ def test_spec_change_rolls_children_and_config_hot_reloads(operator: OperatorPro
         20,
         "config updated",
     )
-    wait_for(lambda: settled(kube.get("modelpolicies", "debate-models"), "Progressing", "True"), 20, "mp gen 2")
+    wait_for(
+        lambda: settled(kube.get("modelpolicies", "debate-models"), "Progressing", "True"), 20, "mp gen 2"
+    )
     # Hot reload: the pod template did not change, so no rollout.
     assert kube.deployment("stoa-gateway").metadata.generation == gw_before.metadata.generation
 
@@ -123,7 +140,9 @@ def test_deleted_children_are_restored(operator: OperatorProcess, kube: Cluster,
     kube.apps.delete_namespaced_deployment("agent-moderator", ns)
     kube.core.delete_namespaced_config_map("stoa-gateway", ns)
     new = wait_for(
-        lambda: (d := kube.deployment("agent-moderator")) and d.metadata.uid != old.metadata.uid and d, 20, "recreated"
+        lambda: (d := kube.deployment("agent-moderator")) and d.metadata.uid != old.metadata.uid and d,
+        20,
+        "recreated",
     )
     assert new.spec.replicas == 3
     wait_for(lambda: _has_cm(kube, ns), 20, "gateway ConfigMap recreated")
@@ -145,12 +164,10 @@ def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube
         "spec": {"role": "judge", "persona": "You judge.", "modelPolicyRef": {"name": "judge-models"}},
     }
     kube.create("agents", agent)
-    ag = wait_for(
-        lambda: (o := kube.get("agents", "judge")) and settled(o, "Degraded", "True", "MissingReference") and o,
-        20,
-        "Degraded",
+    ag = wait_object(
+        kube, "agents", "judge", lambda o: settled(o, "Degraded", "True", "MissingReference"), 20
     )
-    assert "ModelPolicy judge-models not found" in condition(ag, "Degraded")["message"]  # type: ignore[index]
+    assert "ModelPolicy judge-models not found" in cond(ag, "Degraded")["message"]
     assert kube.deployment("agent-judge") is None
     policy = {
         "apiVersion": "stoa.dev/v1alpha1",
@@ -158,21 +175,28 @@ def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube
         "metadata": {"name": "judge-models"},
         "spec": {
             "targets": [
-                {"name": "a", "baseURL": "http://a.invalid/v1", "model": "m", "apiKeySecretRef": {"name": "judge-key", "key": "k"}}
+                {
+                    "name": "a",
+                    "baseURL": "http://a.invalid/v1",
+                    "model": "m",
+                    "apiKeySecretRef": {"name": "judge-key", "key": "k"},
+                }
             ]
         },
     }
     kube.create("modelpolicies", policy)
     wait_for(lambda: settled(kube.get("agents", "judge"), "Degraded", "False"), 30, "agent recovered")
     assert kube.deployment("agent-judge") is not None
-    mp = wait_for(
-        lambda: (o := kube.get("modelpolicies", "judge-models")) and settled(o, "Degraded", "True", "SecretNotFound") and o,
-        20,
-        "policy degraded on missing Secret",
+    mp = wait_object(
+        kube, "modelpolicies", "judge-models", lambda o: settled(o, "Degraded", "True", "SecretNotFound"), 20
     )
-    assert "Secret judge-key not found" in condition(mp, "Degraded")["message"]  # type: ignore[index]
+    assert "Secret judge-key not found" in cond(mp, "Degraded")["message"]
     kube.secret("judge-key", {"k": "v"})
-    wait_for(lambda: settled(kube.get("modelpolicies", "judge-models"), "Degraded", "False"), 30, "policy recovered")
+    wait_for(
+        lambda: settled(kube.get("modelpolicies", "judge-models"), "Degraded", "False"),
+        30,
+        "policy recovered",
+    )
     cm = yaml.safe_load(kube.core.read_namespaced_config_map("stoa-gateway", ns).data["gateway.yaml"])
     assert sorted(p["name"] for p in cm["policies"]) == ["debate-models", "judge-models"]
     gw = kube.deployment("stoa-gateway")
@@ -182,9 +206,11 @@ def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube
 def test_operator_metrics_and_liveness(operator: OperatorProcess) -> None:
     import urllib.request
 
-    text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()  # noqa: S310
+    text = (
+        urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    )
     assert 'stoa_operator_reconciles_total{kind="Agent"' in text
     assert "stoa_operator_reconcile_duration_seconds_bucket" in text
-    health = urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5)  # noqa: S310
+    health = urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5)
     assert health.status == 200
     _ = base64

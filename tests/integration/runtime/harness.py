@@ -22,8 +22,26 @@ from stoa_agents.turns.policy import TERMINAL_PHASES, Phase
 from stoa_api.agent import AgentSpec
 from stoa_api.conversation import ConversationSpec
 
-_WORDS = ("nurses", "drivers", "coders", "farmers", "clerks", "teachers", "welders", "artists", "doctors",
-          "cashiers", "pilots", "bakers", "lawyers", "miners", "chefs", "editors", "tutors", "guards")
+_WORDS = (
+    "nurses",
+    "drivers",
+    "coders",
+    "farmers",
+    "clerks",
+    "teachers",
+    "welders",
+    "artists",
+    "doctors",
+    "cashiers",
+    "pilots",
+    "bakers",
+    "lawyers",
+    "miners",
+    "chefs",
+    "editors",
+    "tutors",
+    "guards",
+)
 _run = itertools.count(1)
 
 
@@ -51,9 +69,18 @@ class Cluster:
 
     @classmethod
     async def start(
-        cls, *, prefix: str, postgres_dsn: str, rabbitmq_url: str, model_url: str | dict[str, str],
-        log_dir: Path, replicas: int = 2, env: dict[str, str] | None = None, agents: int = 3,
-        per_agent_env: dict[str, dict[str, str]] | None = None, metrics: bool = False,
+        cls,
+        *,
+        prefix: str,
+        postgres_dsn: str,
+        rabbitmq_url: str,
+        model_url: str | dict[str, str],
+        log_dir: Path,
+        replicas: int = 2,
+        env: dict[str, str] | None = None,
+        agents: int = 3,
+        per_agent_env: dict[str, dict[str, str]] | None = None,
+        metrics: bool = False,
     ) -> Cluster:
         names = [f"{prefix}-m", f"{prefix}-a", f"{prefix}-b"][:agents]
         envs = {}
@@ -61,8 +88,14 @@ class Cluster:
             role = "moderator" if i == 0 else ("pro" if i == 1 else "con")
             url = model_url if isinstance(model_url, str) else model_url[name]
             envs[name] = agent_env(
-                name, AgentSpec(role=role, persona=f"You are {name}."), model_base_url=url, model_name="fake-model",
-                rabbitmq_url=rabbitmq_url, postgres_dsn=postgres_dsn, pod_name="", metrics_port=0,
+                name,
+                AgentSpec(role=role, persona=f"You are {name}."),
+                model_base_url=url,
+                model_name="fake-model",
+                rabbitmq_url=rabbitmq_url,
+                postgres_dsn=postgres_dsn,
+                pod_name="",
+                metrics_port=0,
                 extra={
                     "STOA_HEARTBEAT_SECONDS": "2",
                     "STOA_MODEL_BACKOFF_SECONDS": "0.05",
@@ -73,8 +106,9 @@ class Cluster:
                 },
             )
         db = await open_pool(postgres_dsn)
-        bus = await Bus.connect(rabbitmq_url, name="stoa-test",
-                                delivery_limit=int((env or {}).get("STOA_DELIVERY_LIMIT", "3")))
+        bus = await Bus.connect(
+            rabbitmq_url, name="stoa-test", delivery_limit=int((env or {}).get("STOA_DELIVERY_LIMIT", "3"))
+        )
         for name in names:
             await bus.declare_agent(name)
         fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2, metrics=metrics)
@@ -90,14 +124,18 @@ class Cluster:
 
     def spec(self, max_turns: int = 9, **extra: Any) -> ConversationSpec:
         moderator, *others = self.agents
-        return ConversationSpec.model_validate({
-            "topic": "AI and jobs",
-            "participants": [{"agentRef": moderator, "role": "moderator"},
-                             *({"agentRef": n, "role": "pro" if i == 0 else "con"} for i, n in enumerate(others))],
-            "moderator": moderator,
-            "maxTurns": max_turns,
-            **extra,
-        })
+        return ConversationSpec.model_validate(
+            {
+                "topic": "AI and jobs",
+                "participants": [
+                    {"agentRef": moderator, "role": "moderator"},
+                    *({"agentRef": n, "role": "pro" if i == 0 else "con"} for i, n in enumerate(others)),
+                ],
+                "moderator": moderator,
+                "maxTurns": max_turns,
+                **extra,
+            }
+        )
 
     async def start_conversations(self, count: int, max_turns: int = 9, label: str = "c") -> list[str]:
         names = [f"{self.agents[0]}-{label}{i}" for i in range(count)]
@@ -106,15 +144,20 @@ class Cluster:
         self.names.extend(names)
         return names
 
-    async def wait_finished(self, names: list[str], timeout: float = 120.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_finished(self, names: list[str], within: float = 120.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             statuses = [await conversation_status(self.db, n) for n in names]
             if all(s is not None and s.phase in TERMINAL_PHASES for s in statuses):
                 return
             if asyncio.get_running_loop().time() > deadline:
-                summary = {n: (s.phase.value, s.turns, s.reason) if s else None for n, s in zip(names, statuses)}
-                raise AssertionError(f"conversations not finished after {timeout:.0f}s: {summary}\n{self.log_tail()}")
+                summary = {
+                    n: (s.phase.value, s.turns, s.reason) if s else None
+                    for n, s in zip(names, statuses, strict=True)
+                }
+                raise AssertionError(
+                    f"conversations not finished after {within:.0f}s: {summary}\n{self.log_tail()}"
+                )
             await asyncio.sleep(0.2)
 
     def log_tail(self, lines: int = 15) -> str:
@@ -130,16 +173,22 @@ class Cluster:
         status = await conversation_status(self.db, name)
         assert status is not None
         assert status.phase is Phase.SUCCEEDED, (status.phase, status.reason)
-        seqs = [r["seq"] for r in await self.db.fetch(
-            "SELECT seq FROM stoa.turns WHERE conversation_id = $1 ORDER BY seq", uuid.UUID(status.id))]
+        seqs = [
+            r["seq"]
+            for r in await self.db.fetch(
+                "SELECT seq FROM stoa.turns WHERE conversation_id = $1 ORDER BY seq", uuid.UUID(status.id)
+            )
+        ]
         assert seqs == list(range(1, len(seqs) + 1)), f"{name}: seqs not contiguous: {seqs}"
         assert len(seqs) == status.turns == expected
         processed = await self.db.fetch(
-            "SELECT message_id FROM stoa.processed_messages WHERE conversation_id = $1", uuid.UUID(status.id))
+            "SELECT message_id FROM stoa.processed_messages WHERE conversation_id = $1", uuid.UUID(status.id)
+        )
         assert sorted(r["message_id"] for r in processed) == sorted(f"{status.id}:{s}" for s in seqs)
         outbox = await self.db.fetch(
             "SELECT seq, published_at FROM stoa.outbox WHERE conversation_id = $1 ORDER BY seq",
-            uuid.UUID(status.id))
+            uuid.UUID(status.id),
+        )
         assert [r["seq"] for r in outbox] == seqs, f"{name}: outbox seqs {[r['seq'] for r in outbox]}"
         assert all(r["published_at"] is not None for r in outbox)
         return len(seqs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -43,8 +45,11 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.15))
     cluster = await Cluster.start(
-        prefix=unique_prefix("s"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake.base_url, log_dir=runtime_logs,
+        prefix=unique_prefix("s"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake.base_url,
+        log_dir=runtime_logs,
     )
     try:
         name = f"{cluster.agents[0]}-suspendable"
@@ -67,7 +72,7 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
         resumed = await reconcile_conversation(cluster.db, cluster.bus, name, spec)  # spec.suspend is False
         assert resumed.phase is Phase.RUNNING
         assert not await resume(cluster.db, cluster.bus, name)  # already running: no-op
-        await cluster.wait_finished([name], timeout=60)
+        await cluster.wait_finished([name], within=60)
         assert await cluster.check_exactly_once(name, 12) == 12
 
         status = await conversation_status(cluster.db, name)
@@ -78,6 +83,18 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
         assert status.finished_at is not None
         assert sum(s.turns for s in status.agents.values()) == 12
         assert status.as_status()["phase"] == "Succeeded"
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "stoa_cli.main", "transcript", name, "--postgres-url", postgres.dsn],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert "[  1]" in shown.stdout
+        assert "[ 12]" in shown.stdout
+        assert "Phase Succeeded" in shown.stdout
 
         # The model saw who was calling, for which conversation, in which trace.
         headers = [r.get("headers", {}) for r in fake.state.stats()["lastRequests"]]
@@ -117,8 +134,13 @@ async def test_sigterm_finishes_the_current_turn_and_health_endpoints(
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.3))
     cluster = await Cluster.start(
-        prefix=unique_prefix("t"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url, model_url=fake.base_url,
-        log_dir=runtime_logs, agents=2, metrics=True,
+        prefix=unique_prefix("t"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake.base_url,
+        log_dir=runtime_logs,
+        agents=2,
+        metrics=True,
     )
     cluster.fleet.restart = False
     try:
@@ -144,12 +166,16 @@ async def test_sigterm_finishes_the_current_turn_and_health_endpoints(
             assert replica is not None
             replica.process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(replica.process.wait, 20) == 0
-        await cluster.wait_finished([name], timeout=60)
+        await cluster.wait_finished([name], within=60)
         assert await cluster.check_exactly_once(name, 10) == 10
         conv = await conversation_status(cluster.db, name)
         assert conv is not None
-        pods = {r["pod"] for r in await cluster.db.fetch(
-            "SELECT DISTINCT pod FROM stoa.turns WHERE conversation_id = $1", uuid.UUID(conv.id))}
+        pods = {
+            r["pod"]
+            for r in await cluster.db.fetch(
+                "SELECT DISTINCT pod FROM stoa.turns WHERE conversation_id = $1", uuid.UUID(conv.id)
+            )
+        }
         assert any(p.endswith("-1-g0") for p in pods), pods  # the standbys took over
     finally:
         await cluster.close()

@@ -19,19 +19,28 @@ TURNS = 9
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["on_receive", "before_model", "during_model", "after_commit", "after_publish"])
+@pytest.mark.parametrize(
+    "point", ["on_receive", "before_model", "during_model", "after_commit", "after_publish"]
+)
 async def test_crash_at_each_point_of_a_turn(
-    point: str, postgres: PostgresServer, rabbitmq: RabbitMQServer, fake_model: RunningFake, runtime_logs: Path
+    point: str,
+    postgres: PostgresServer,
+    rabbitmq: RabbitMQServer,
+    fake_model: RunningFake,
+    runtime_logs: Path,
 ) -> None:
     cluster = await Cluster.start(
-        prefix=unique_prefix("k"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake_model.base_url, log_dir=runtime_logs,
+        prefix=unique_prefix("k"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake_model.base_url,
+        log_dir=runtime_logs,
         # A high delivery limit: several crashes on the same message are expected here, not poison.
         env={"STOA_TEST_CRASH_AT": point, "STOA_TEST_CRASH_PROBABILITY": "0.25", "STOA_DELIVERY_LIMIT": "20"},
     )
     try:
         names = await cluster.start_conversations(3, max_turns=TURNS)
-        await cluster.wait_finished(names, timeout=150)
+        await cluster.wait_finished(names, within=150)
         for name in names:
             assert await cluster.check_exactly_once(name, TURNS) == TURNS
         assert cluster.fleet.restarts >= 1, f"no replica crashed at {point}"
@@ -44,14 +53,18 @@ async def test_random_external_kills_of_the_active_replica(
     postgres: PostgresServer, rabbitmq: RabbitMQServer, fake_model: RunningFake, runtime_logs: Path
 ) -> None:
     cluster = await Cluster.start(
-        prefix=unique_prefix("x"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake_model.base_url, log_dir=runtime_logs, env={"STOA_DELIVERY_LIMIT": "20"},
+        prefix=unique_prefix("x"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake_model.base_url,
+        log_dir=runtime_logs,
+        env={"STOA_DELIVERY_LIMIT": "20"},
     )
     rng = random.Random()
     kills = 0
     try:
         names = await cluster.start_conversations(4, max_turns=30)
-        finished = asyncio.create_task(cluster.wait_finished(names, timeout=180))
+        finished = asyncio.create_task(cluster.wait_finished(names, within=180))
         while not finished.done() and kills < 8:
             await asyncio.sleep(rng.uniform(0.05, 0.6))
             agent = rng.choice(cluster.agents)

@@ -22,14 +22,18 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
     postgres: PostgresServer, rabbitmq: RabbitMQServer, fake_model: RunningFake, runtime_logs: Path
 ) -> None:
     cluster = await Cluster.start(
-        prefix=unique_prefix("p"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake_model.base_url, log_dir=runtime_logs, env={"STOA_TEST_FAIL_CONVERSATION": "poison"},
+        prefix=unique_prefix("p"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake_model.base_url,
+        log_dir=runtime_logs,
+        env={"STOA_TEST_FAIL_CONVERSATION": "poison"},
     )
     try:
         healthy = await cluster.start_conversations(2, max_turns=6, label="ok")
         poison = f"{cluster.agents[0]}-poison"
         await start_conversation(cluster.db, cluster.bus, poison, cluster.spec(6))
-        await cluster.wait_finished([*healthy, poison], timeout=90)
+        await cluster.wait_finished([*healthy, poison], within=90)
         for name in healthy:
             assert await cluster.check_exactly_once(name, 6) == 6
         status = await conversation_status(cluster.db, poison)
@@ -39,7 +43,9 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
         assert "injected failure for conversation" in status.reason
         assert status.turns == 0
         dead = await cluster.db.fetchrow(
-            "SELECT death_reason, agent FROM stoa.dead_letters WHERE conversation_id = $1", uuid.UUID(status.id))
+            "SELECT death_reason, agent FROM stoa.dead_letters WHERE conversation_id = $1",
+            uuid.UUID(status.id),
+        )
         assert dead is not None
         assert dead["death_reason"] == "delivery_limit"
 
@@ -51,7 +57,9 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
             routing_key=queue_name(cluster.agents[1]),
         )
         for _ in range(100):
-            row = await cluster.db.fetchrow("SELECT * FROM stoa.dead_letters WHERE message_id = $1", message_id)
+            row = await cluster.db.fetchrow(
+                "SELECT * FROM stoa.dead_letters WHERE message_id = $1", message_id
+            )
             if row is not None:
                 break
             import asyncio
@@ -61,7 +69,7 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
         assert row["death_reason"] == "rejected"
         assert "body is not JSON" in row["reason"]
         after = await cluster.start_conversations(1, max_turns=4, label="after")
-        await cluster.wait_finished(after, timeout=60)
+        await cluster.wait_finished(after, within=60)
         assert await cluster.check_exactly_once(after[0], 4) == 4
         assert all(r.process.poll() is None for r in cluster.fleet.members.values())
     finally:
@@ -73,17 +81,26 @@ async def test_model_errors_and_timeouts_fail_the_conversation_with_the_provider
     postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
 ) -> None:
     overloaded = await start_fake_provider(
-        default=Behaviour(status=503, retry_after="0", error_message="upstream overloaded, try later"))
+        default=Behaviour(status=503, retry_after="0", error_message="upstream overloaded, try later")
+    )
     hanging = await start_fake_provider(default=Behaviour(hang=True))
     prefix = unique_prefix("e")
     cluster = await Cluster.start(
-        prefix=prefix, postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url, replicas=1,
-        model_url={f"{prefix}-m": overloaded.base_url, f"{prefix}-a": hanging.base_url, f"{prefix}-b": hanging.base_url},
-        log_dir=runtime_logs, env={"STOA_MODEL_RETRIES": "2", "STOA_MODEL_TIMEOUT_SECONDS": "0.5"},
+        prefix=prefix,
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        replicas=1,
+        model_url={
+            f"{prefix}-m": overloaded.base_url,
+            f"{prefix}-a": hanging.base_url,
+            f"{prefix}-b": hanging.base_url,
+        },
+        log_dir=runtime_logs,
+        env={"STOA_MODEL_RETRIES": "2", "STOA_MODEL_TIMEOUT_SECONDS": "0.5"},
     )
     try:
         names = await cluster.start_conversations(1, max_turns=4)
-        await cluster.wait_finished(names, timeout=60)
+        await cluster.wait_finished(names, within=60)
         status = await conversation_status(cluster.db, names[0])
         assert status is not None
         assert status.phase is Phase.FAILED
@@ -93,9 +110,11 @@ async def test_model_errors_and_timeouts_fail_the_conversation_with_the_provider
         assert overloaded.chat_requests == 3
 
         # Second conversation whose first speaker hangs: timeouts, bounded, then Failed.
-        spec = cluster.spec(4).model_copy(update={"moderator": None, "participants": cluster.spec(4).participants[1:]})
+        spec = cluster.spec(4).model_copy(
+            update={"moderator": None, "participants": cluster.spec(4).participants[1:]}
+        )
         await start_conversation(cluster.db, cluster.bus, f"{prefix}-hang", spec)
-        await cluster.wait_finished([f"{prefix}-hang"], timeout=60)
+        await cluster.wait_finished([f"{prefix}-hang"], within=60)
         hung = await conversation_status(cluster.db, f"{prefix}-hang")
         assert hung is not None
         assert hung.phase is Phase.FAILED

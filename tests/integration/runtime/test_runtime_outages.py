@@ -31,8 +31,11 @@ async def test_broker_restart_mid_conversation(
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.1))
     cluster = await Cluster.start(
-        prefix=unique_prefix("mq"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake.base_url, log_dir=runtime_logs,
+        prefix=unique_prefix("mq"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake.base_url,
+        log_dir=runtime_logs,
     )
     try:
         names = await cluster.start_conversations(3, max_turns=TURNS)
@@ -40,7 +43,7 @@ async def test_broker_restart_mid_conversation(
         await cluster.bus.close()
         await asyncio.to_thread(rabbitmq.restart)
         cluster.bus = await type(cluster.bus).connect(rabbitmq.url, name="stoa-test")
-        await cluster.wait_finished(names, timeout=150)
+        await cluster.wait_finished(names, within=150)
         for name in names:
             assert await cluster.check_exactly_once(name, TURNS) == TURNS
     finally:
@@ -54,14 +57,17 @@ async def test_postgres_restart_mid_conversation(
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.1))
     cluster = await Cluster.start(
-        prefix=unique_prefix("pg"), postgres_dsn=postgres.dsn, rabbitmq_url=rabbitmq.url,
-        model_url=fake.base_url, log_dir=runtime_logs,
+        prefix=unique_prefix("pg"),
+        postgres_dsn=postgres.dsn,
+        rabbitmq_url=rabbitmq.url,
+        model_url=fake.base_url,
+        log_dir=runtime_logs,
     )
     try:
         names = await cluster.start_conversations(3, max_turns=TURNS)
         await _some_progress(cluster, names)
         await asyncio.to_thread(postgres.restart, "immediate")
-        await cluster.wait_finished(names, timeout=150)
+        await cluster.wait_finished(names, within=150)
         for name in names:
             assert await cluster.check_exactly_once(name, TURNS) == TURNS
     finally:

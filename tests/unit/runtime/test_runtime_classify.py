@@ -38,7 +38,8 @@ def test_retry_delay_grows_and_caps() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attempt", "retry_after", "delay"), [(1, None, 0.5), (2, None, 1.0), (5, None, 4.0), (1, 2.0, 2.0), (1, 99, 4.0)]
+    ("attempt", "retry_after", "delay"),
+    [(1, None, 0.5), (2, None, 1.0), (5, None, 4.0), (1, 2.0, 2.0), (1, 99, 4.0)],
 )
 def test_next_delay(attempt: int, retry_after: float | None, delay: float) -> None:
     assert next_delay(attempt, retry_after, base=0.5, cap=4.0) == delay

@@ -46,7 +46,13 @@ def test_moderator_opens_each_round_then_participants_in_order() -> None:
     spec = debate()
     assert speaking_order(spec) == ["mod", "team-a", "team-b"]
     assert [speaker_for(spec, seq, []) for seq in range(1, 8)] == [
-        "mod", "team-a", "team-b", "mod", "team-a", "team-b", "mod",
+        "mod",
+        "team-a",
+        "team-b",
+        "mod",
+        "team-a",
+        "team-b",
+        "mod",
     ]
 
 
@@ -65,7 +71,9 @@ def test_turn_limit(overrides: dict[str, object], limit: int) -> None:
 
 def test_ends_after_rounds_with_reason() -> None:
     spec = debate()
-    history = turns(*[(speaker_for(spec, i, []), f"distinct point number {i} about jobs") for i in range(1, 8)])
+    history = turns(
+        *[(speaker_for(spec, i, []), f"distinct point number {i} about jobs") for i in range(1, 8)]
+    )
     assert after_turn(spec, history) == End(Phase.SUCCEEDED, "Completed 2 rounds")
 
 
@@ -84,8 +92,12 @@ def test_moderator_end_verdict_is_honoured_after_the_first_round() -> None:
     spec = debate(maxRounds=8)
     early = turns(("mod", "Welcome. VERDICT: END bored"))
     assert isinstance(after_turn(spec, early), Next)
-    history = turns(("mod", "hi"), ("team-a", "AI creates jobs in care"), ("team-b", "AI removes clerks"),
-                    ("mod", "Both repeat.\nVERDICT: END the exchange is no longer productive"))
+    history = turns(
+        ("mod", "hi"),
+        ("team-a", "AI creates jobs in care"),
+        ("team-b", "AI removes clerks"),
+        ("mod", "Both repeat.\nVERDICT: END the exchange is no longer productive"),
+    )
     decision = after_turn(spec, history)
     assert isinstance(decision, End)
     assert decision.reason == "Moderator ended the conversation: the exchange is no longer productive"
@@ -113,8 +125,14 @@ def test_repetition_ends_the_conversation() -> None:
     spec = debate(maxRounds=8)
     same_a = "AI creates many new jobs in healthcare and logistics every year"
     same_b = "AI destroys jobs of cashiers and drivers and lowers wages for all"
-    history = turns(("mod", "hi"), ("team-a", same_a), ("team-b", same_b), ("mod", "go on"),
-                    ("team-a", same_a + "!"), ("team-b", same_b))
+    history = turns(
+        ("mod", "hi"),
+        ("team-a", same_a),
+        ("team-b", same_b),
+        ("mod", "go on"),
+        ("team-a", same_a + "!"),
+        ("team-b", same_b),
+    )
     assert is_repetitive(spec, history)
     decision = after_turn(spec, history)
     assert decision == End(Phase.SUCCEEDED, "Not productive: participants are repeating themselves")
@@ -122,9 +140,14 @@ def test_repetition_ends_the_conversation() -> None:
 
 def test_different_turns_are_not_repetitive() -> None:
     spec = debate(maxRounds=8)
-    history = turns(("mod", "hi"), ("team-a", "AI creates jobs in care"), ("team-b", "AI removes clerks"),
-                    ("mod", "go on"), ("team-a", "Robots make factories safer for workers"),
-                    ("team-b", "Drivers lose their income to autonomous trucks"))
+    history = turns(
+        ("mod", "hi"),
+        ("team-a", "AI creates jobs in care"),
+        ("team-b", "AI removes clerks"),
+        ("mod", "go on"),
+        ("team-a", "Robots make factories safer for workers"),
+        ("team-b", "Drivers lose their income to autonomous trucks"),
+    )
     assert not is_repetitive(spec, history)
 
 
@@ -148,6 +171,10 @@ def test_moderator_selected_picks_named_speaker_or_least_recent() -> None:
 
 def test_moderator_selected_needs_a_moderator() -> None:
     with pytest.raises(ValueError, match="needs a moderator"):
-        ConversationSpec.model_validate({
-            "topic": "t", "participants": [{"agentRef": "a"}], "turnPolicy": {"type": "moderatorSelected"},
-        })
+        ConversationSpec.model_validate(
+            {
+                "topic": "t",
+                "participants": [{"agentRef": "a"}],
+                "turnPolicy": {"type": "moderatorSelected"},
+            }
+        )

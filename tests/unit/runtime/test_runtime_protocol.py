@@ -14,7 +14,7 @@ TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 
 
 def test_roundtrip_uses_camel_case_and_from() -> None:
-    msg = make_message("c1", "debate", 3, "team-a", "team-b", TP)
+    msg = make_message("c1", "debate", 3, sender="team-a", to="team-b", traceparent=TP)
     data = json.loads(msg.body())
     assert data["schemaVersion"] == 1
     assert data["from"] == "team-a"
@@ -39,7 +39,7 @@ def test_malformed(body: bytes, fragment: str) -> None:
 
 
 def test_unknown_fields_are_rejected() -> None:
-    data = json.loads(make_message("c", "n", 1, "", "a", None).body())
+    data = json.loads(make_message("c", "n", 1, sender="", to="a", traceparent=None).body())
     data["extra"] = True
     with pytest.raises(MalformedMessageError):
         parse_message(json.dumps(data).encode())

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 
 from stoa_agents.envcontract import agent_env, agent_model_name
 from stoa_agents.settings import AgentSettings
-from stoa_agents.turns.prompts import TurnContext, build_messages, memory_note
 from stoa_agents.turns.policy import Turn
+from stoa_agents.turns.prompts import TurnContext, build_messages, memory_note
 from stoa_api.agent import AgentSpec
 from stoa_api.conversation import ConversationSpec
 from stoa_api.manifests import ManifestError, load_manifests, parse_manifests
@@ -19,18 +19,28 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def agent_spec(**overrides: object) -> AgentSpec:
-    data: dict[str, object] = {"role": "pro", "persona": "You argue for AI.", "modelPolicyRef": {"name": "small"}}
+    data: dict[str, object] = {
+        "role": "pro",
+        "persona": "You argue for AI.",
+        "modelPolicyRef": {"name": "small"},
+    }
     data.update(overrides)
     return AgentSpec.model_validate(data)
 
 
 def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    env = agent_env("team-a", agent_spec(env=[{"name": "STOA_PREFETCH", "value": "2"}]),
-                    model_base_url="http://gw:8080/v1", model_name="small", rabbitmq_url="amqp://r/",
-                    postgres_dsn="postgresql://p/db", pod_name="team-a-7d9-x")
+    env = agent_env(
+        "team-a",
+        agent_spec(env=[{"name": "STOA_PREFETCH", "value": "2"}]),
+        model_base_url="http://gw:8080/v1",
+        model_name="small",
+        rabbitmq_url="amqp://r/",
+        postgres_dsn="postgresql://p/db",
+        pod_name="team-a-7d9-x",
+    )
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    settings = AgentSettings()  # type: ignore[call-arg]
+    settings = AgentSettings()
     assert settings.agent_name == "team-a"
     assert settings.pod_name == "team-a-7d9-x"
     assert settings.model_name == "small"
@@ -42,11 +52,11 @@ def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch)
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STOA_AGENT_NAME", "Not_A_Name")
     with pytest.raises(ValidationError):
-        AgentSettings()  # type: ignore[call-arg]
+        AgentSettings()
     monkeypatch.setenv("STOA_AGENT_NAME", "ok")
     monkeypatch.setenv("STOA_TEST_CRASH_AT", "after_commit,nowhere")
     with pytest.raises(ValueError, match="nowhere"):
-        AgentSettings().crash_points()  # type: ignore[call-arg]
+        AgentSettings().crash_points()
 
 
 def test_model_name_resolution() -> None:
@@ -89,7 +99,7 @@ def test_debate_example_loads() -> None:
 def test_manifest_errors_name_the_document() -> None:
     with pytest.raises(ManifestError, match="unknown kind 'Pod'"):
         parse_manifests("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\n", "f.yaml")
-    with pytest.raises(ManifestError, match="f.yaml#1: Agent/a"):
+    with pytest.raises(ManifestError, match=r"f\.yaml#1: Agent/a"):
         parse_manifests(
             "---\napiVersion: stoa.dev/v1alpha1\nkind: Conversation\nmetadata: {name: c}\n"
             "spec: {topic: t, participants: [{agentRef: a}]}\n"
@@ -100,17 +110,74 @@ def test_manifest_errors_name_the_document() -> None:
 
 def test_prompt_states_the_side_and_the_verdict_format() -> None:
     history = [Turn(1, "mod", "Welcome"), Turn(2, "team-a", "AI creates jobs. More text.")]
-    ctx = TurnContext(agent="team-b", role="con", persona="You are Ben.", topic="AI and jobs", seq=3,
-                      turn_limit=7, history=history, memory=["AI removes clerks"])
+    ctx = TurnContext(
+        agent="team-b",
+        role="con",
+        persona="You are Ben.",
+        topic="AI and jobs",
+        seq=3,
+        turn_limit=7,
+        history=history,
+        memory=["AI removes clerks"],
+    )
     messages = build_messages(ctx)
-    assert messages[0] == {"role": "system", "content": "You are Ben."}
-    assert "AGAINST" in messages[1]["content"]
-    assert "- team-a: AI creates jobs. More text." in messages[1]["content"]
-    assert "AI removes clerks" in messages[1]["content"]
-    moderator = build_messages(TurnContext(agent="mod", role="moderator", persona="p", topic="t", seq=4,
-                                           turn_limit=7, history=history, memory=[]))
-    assert "VERDICT: CONTINUE" in moderator[1]["content"]
-    closing = build_messages(TurnContext(agent="mod", role="moderator", persona="p", topic="t", seq=7,
-                                         turn_limit=7, history=history, memory=[]))
-    assert "final turn" in closing[1]["content"]
+    assert messages[0] == {"role": "system", "content": "You are Ben.\nDebate topic: AI and jobs"}
+    assert messages[1]["content"] == "mod said: Welcome"
+    last = messages[-1]["content"]
+    assert last.startswith("team-a said: AI creates jobs. More text.")
+    assert "AGAINST" in last
+    assert "AI removes clerks" in last
+    claim = build_messages(
+        TurnContext(
+            agent="team-b",
+            role="con",
+            persona="You are Ben. Your position: AI destroys jobs. Be brief.",
+            topic="t",
+            seq=3,
+            turn_limit=7,
+            history=[],
+            memory=[],
+        )
+    )
+    assert "argue that AI destroys jobs. Give one concrete example." in claim[-1]["content"]
+    own = build_messages(
+        TurnContext(
+            agent="team-a",
+            role="pro",
+            persona="p",
+            topic="t",
+            seq=3,
+            turn_limit=7,
+            history=history,
+            memory=[],
+        )
+    )
+    assert own[-2] == {"role": "assistant", "content": "AI creates jobs. More text."}
+    assert own[-1]["role"] == "user"
+    moderator = build_messages(
+        TurnContext(
+            agent="mod",
+            role="moderator",
+            persona="p",
+            topic="t",
+            seq=4,
+            turn_limit=7,
+            history=history,
+            memory=[],
+        )
+    )
+    assert "VERDICT: CONTINUE" in moderator[-1]["content"]
+    closing = build_messages(
+        TurnContext(
+            agent="mod",
+            role="moderator",
+            persona="p",
+            topic="t",
+            seq=7,
+            turn_limit=7,
+            history=history,
+            memory=[],
+        )
+    )
+    assert "final turn" in closing[-1]["content"]
     assert memory_note("First point. Second point.") == "First point"
