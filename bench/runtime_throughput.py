@@ -2,7 +2,7 @@
 active + standby each), next to the raw ceiling measured in the same run: a bare loop doing what one turn
 must do at least (consume, one Postgres commit, one confirmed publish, one ack).
 
-    .venv/bin/python bench/runtime_throughput.py [--turns 400]
+    .venv/bin/python bench/runtime_throughput.py [--turns 1000]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ async def runtime_rate(env: Env, concurrent: int, total_turns: int, prefetch: in
         await env.bus.declare_agent(agent)
     fleet.start()
     await asyncio.sleep(3.0)  # processes up and consuming
-    per_conversation = max(2, total_turns // concurrent)
+    per_conversation = min(200, max(2, total_turns // concurrent))  # maxTurns is capped at 200
     names = [f"{prefix}-c{i}" for i in range(concurrent)]
     try:
         started = time.monotonic()
@@ -104,7 +104,7 @@ async def main_async(turns: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=int, default=400, help="turns per configuration")
+    parser.add_argument("--turns", type=int, default=1000, help="turns per configuration (1 conversation: 200)")
     args = parser.parse_args()
     asyncio.run(main_async(args.turns))
 

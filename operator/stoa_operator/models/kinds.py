@@ -81,6 +81,25 @@ def _reason() -> dict[str, Any]:
     }
 
 
+# Set by the Agent builder from the spec and settings; other STOA_* tuning knobs may be given in env.
+RESERVED_ENV = (
+    "STOA_AGENT_NAME",
+    "STOA_AGENT_ROLE",
+    "STOA_PERSONA",
+    "STOA_POD_NAME",
+    "STOA_NAMESPACE",
+    "STOA_QUEUE",
+    "STOA_MODEL_BASE_URL",
+    "STOA_MODEL_NAME",
+    "STOA_MODEL_FALLBACK_POLICIES",
+    "STOA_RABBITMQ_URL",
+    "STOA_POSTGRES_DSN",
+    "STOA_MEMORY_ENABLED",
+    "STOA_MEMORY_RETENTION_DAYS",
+    "STOA_METRICS_PORT",
+)
+_RESERVED_ENV = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
+
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
 MODEL_POLICY = Kind(
@@ -206,8 +225,9 @@ AGENT = Kind(
                 ".env",
             ),
             Rule(
-                "!has(self.env) || self.env.all(e, !e.name.startsWith('STOA_'))",
-                "env must not set STOA_* variables: the operator sets them from the spec",
+                "!has(self.env) || self.env.all(e, !(e.name in " + _RESERVED_ENV + "))",
+                "env must not set the STOA_* variables the operator derives from the spec "
+                "(agent, persona, model, connection, memory, metrics)",
                 ".env",
             ),
         ),

@@ -102,7 +102,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "env overrides STOA_*",
         AGENT,
         {"env": [{"name": "STOA_MODEL_NAME", "value": "x"}]},
-        "env must not set STOA_* variables",
+        "env must not set the STOA_* variables the operator derives",
     ),
     (
         "cpu request above limit",
