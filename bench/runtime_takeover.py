@@ -12,11 +12,13 @@ import argparse
 import asyncio
 import time
 import uuid
-
-from runtime_common import Env, conversation, environment, fleet_for, summary_ms, write_result
+from pathlib import Path
 
 from stoa_agents.control import agent_status, conversation_status, start_conversation
 from stoa_agents.local.fleet import Fleet
+from stoa_agents.local.sandbox import Env, conversation, environment, fleet_for, summary_ms, write_result
+
+RESULTS = Path(__file__).parent / "results"
 
 
 async def _wait_consuming(fleet: Fleet, settle: float) -> None:
@@ -28,14 +30,18 @@ async def _wait_consuming(fleet: Fleet, settle: float) -> None:
     await asyncio.sleep(settle)  # the restarted process imports, connects and registers as a consumer
 
 
-async def _first_turn_after(env: Env, conversation_id: str, after: float, exclude_pod: str, limit: float) -> float:
+async def _first_turn_after(
+    env: Env, conversation_id: str, after: float, exclude_pod: str, limit: float
+) -> float:
     """Seconds from ``after`` (epoch) to the first turn committed by another pod."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         row = await env.db.fetchrow(
             "SELECT extract(epoch FROM created_at) AS at FROM stoa.turns WHERE conversation_id = $1"
             " AND pod <> $2 AND created_at >= to_timestamp($3) ORDER BY seq LIMIT 1",
-            uuid.UUID(conversation_id), exclude_pod, after,
+            uuid.UUID(conversation_id),
+            exclude_pod,
+            after,
         )
         if row is not None:
             return max(0.0, float(row["at"]) - after)
@@ -66,8 +72,9 @@ async def measure(env: Env, *, replicas: int, kills: int, label: str) -> list[fl
             if replicas == 1:
                 fleet.supervise()  # "Kubernetes" restarts it immediately
             samples.append(await _first_turn_after(env, status.id, killed_at, pod, 60))
-            await env.db.execute("UPDATE stoa.conversations SET phase = 'Failed', reason = 'bench' WHERE name = $1",
-                                 name)
+            await env.db.execute(
+                "UPDATE stoa.conversations SET phase = 'Failed', reason = 'bench' WHERE name = $1", name
+            )
             await _wait_consuming(fleet, 1.5 if replicas > 1 else 0.2)
             print(f"  {label} kill {i + 1}/{kills}: {samples[-1] * 1000:.1f} ms", flush=True)
     finally:
@@ -81,13 +88,14 @@ async def main_async(kills: int, baseline_kills: int) -> None:
         restart = await measure(env, replicas=1, kills=baseline_kills, label="restart")
     result = {
         "benchmark": "runtime_takeover",
-        "what": "kill -9 of the active agent replica mid-conversation -> first turn committed by another process",
+        "what": "kill -9 of the active agent replica mid-conversation"
+        " -> first turn committed by another process",
         "model": "fake, 0 latency",
         "hot_standby": summary_ms(standby),
         "single_replica_restarted_immediately": summary_ms(restart),
         "note": "the baseline excludes Kubernetes restart backoff, scheduling and image pull",
     }
-    path = write_result("runtime_takeover", result)
+    path = write_result(RESULTS, "runtime_takeover", result)
     print(result)
     print(f"Wrote {path}")
 

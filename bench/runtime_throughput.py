@@ -11,12 +11,15 @@ import argparse
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import aio_pika
-from runtime_common import Env, conversation, environment, fleet_for, write_result
 
 from stoa_agents.control import conversation_status, start_conversation
+from stoa_agents.local.sandbox import Env, conversation, environment, fleet_for, write_result
 from stoa_agents.turns.policy import TERMINAL_PHASES
+
+RESULTS = Path(__file__).parent / "results"
 
 
 async def raw_ceiling(env: Env, messages: int) -> float:
@@ -98,13 +101,15 @@ async def main_async(turns: int) -> None:
         "note": "two agents (active + standby each); a turn = dedupe read, history read, model call, one "
         "transaction (turn + processed id + outbox + totals), confirmed publish, ack",
     }
-    path = write_result("runtime_throughput", result)
+    path = write_result(RESULTS, "runtime_throughput", result)
     print(f"Wrote {path}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--turns", type=int, default=1000, help="turns per configuration (1 conversation: 200)")
+    parser.add_argument(
+        "--turns", type=int, default=1000, help="turns per configuration (1 conversation: 200)"
+    )
     args = parser.parse_args()
     asyncio.run(main_async(args.turns))
 

@@ -53,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="chaos: kill -9 the active replica of the speaking agent every N turns",
     )
     parser.add_argument("--max-tokens", type=int, default=80, help="max tokens per turn")
-    parser.add_argument("--history-turns", type=int, help="recent turns shown to each speaker (default: manifests)")
+    parser.add_argument(
+        "--history-turns", type=int, help="recent turns shown to each speaker (default: manifests)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="give up after this many seconds")
     parser.add_argument("--work-dir", help="where logs go (default: a new temporary directory)")
     return parser

@@ -61,7 +61,12 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
 
         await _wait_turns(cluster, name, 3)
         assert await suspend(cluster.db, name)
-        await asyncio.sleep(1.0)  # the in-flight turn commits, its successor is parked
+        for _ in range(200):  # the in-flight turn commits, its successor arrives and is parked
+            if await cluster.db.fetchval(
+                "SELECT parked_message FROM stoa.conversations WHERE name = $1", name
+            ):
+                break
+            await asyncio.sleep(0.05)
         parked = await conversation_status(cluster.db, name)
         assert parked is not None
         assert parked.phase is Phase.SUSPENDED

@@ -27,19 +27,25 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
         rabbitmq_url=rabbitmq.url,
         model_url=fake_model.base_url,
         log_dir=runtime_logs,
-        env={"STOA_TEST_FAIL_CONVERSATION": "poison"},
+        env={
+            "STOA_TEST_FAIL_CONVERSATION": "poison-raise",  # raises on every delivery
+            "STOA_TEST_CRASH_AT": "before_model",  # ... and this one kills every replica that takes it
+            "STOA_TEST_CRASH_CONVERSATION": "poison-crash",
+        },
     )
     try:
         healthy = await cluster.start_conversations(2, max_turns=6, label="ok")
-        poison = f"{cluster.agents[0]}-poison"
+        poison = f"{cluster.agents[0]}-poison-raise"
+        crasher = f"{cluster.agents[0]}-poison-crash"
         await start_conversation(cluster.db, cluster.bus, poison, cluster.spec(6))
-        await cluster.wait_finished([*healthy, poison], within=90)
+        await start_conversation(cluster.db, cluster.bus, crasher, cluster.spec(6))
+        await cluster.wait_finished([*healthy, poison, crasher], within=120)
         for name in healthy:
             assert await cluster.check_exactly_once(name, 6) == 6
         status = await conversation_status(cluster.db, poison)
         assert status is not None
         assert status.phase is Phase.FAILED
-        assert "dead-lettered (delivery_limit" in status.reason
+        assert "dead-lettered (delivery_limit after 4 deliveries)" in status.reason
         assert "injected failure for conversation" in status.reason
         assert status.turns == 0
         dead = await cluster.db.fetchrow(
@@ -48,6 +54,11 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
         )
         assert dead is not None
         assert dead["death_reason"] == "delivery_limit"
+        crashed = await conversation_status(cluster.db, crasher)
+        assert crashed is not None
+        assert crashed.phase is Phase.FAILED
+        assert "the agent process died while handling it" in crashed.reason
+        assert cluster.fleet.restarts >= 4  # every delivery of that message killed a replica
 
         # Malformed JSON straight into an agent queue: dead-lettered at once, agents keep working.
         body = b"{not json"

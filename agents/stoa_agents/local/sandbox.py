@@ -1,5 +1,6 @@
-"""Shared setup of the runtime benchmarks: private PostgreSQL + RabbitMQ, a 0-latency fake model, and
-agent replica subprocesses (the same ``stoa agent`` processes a Deployment runs)."""
+"""A throwaway runtime for benchmarks: private PostgreSQL + RabbitMQ, a 0-latency fake model (the
+gateway's fake provider) and agent replica subprocesses (the same ``stoa agent`` processes a Deployment
+runs). Used by ``bench/runtime_*.py``."""
 
 from __future__ import annotations
 
@@ -23,8 +24,6 @@ from stoa_api.conversation import ConversationSpec
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
 from stoa_gateway.fake_provider import RunningFake, start_fake_provider
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def replies(n: int = 80) -> list[str]:
@@ -84,11 +83,21 @@ async def environment(fsync: bool = True) -> AsyncIterator[Env]:
 def fleet_for(env: Env, agents: list[str], replicas: int, extra: dict[str, str] | None = None) -> Fleet:
     envs = {
         name: agent_env(
-            name, AgentSpec(role="member", persona="Bench agent."), model_base_url=env.fake.base_url,
-            model_name="fake-model", rabbitmq_url=env.rabbitmq.url, postgres_dsn=env.postgres.dsn, pod_name="",
+            name,
+            AgentSpec(role="member", persona="Bench agent."),
+            model_base_url=env.fake.base_url,
+            model_name="fake-model",
+            rabbitmq_url=env.rabbitmq.url,
+            postgres_dsn=env.postgres.dsn,
+            pod_name="",
             metrics_port=0,
-            extra={"STOA_DELIVERY_LIMIT": "20", "STOA_HEARTBEAT_SECONDS": "2", "STOA_LOG_LEVEL": "WARNING",
-                   "STOA_MEMORY_ENABLED": "false", **(extra or {})},
+            extra={
+                "STOA_DELIVERY_LIMIT": "20",
+                "STOA_HEARTBEAT_SECONDS": "2",
+                "STOA_LOG_LEVEL": "WARNING",
+                "STOA_MEMORY_ENABLED": "false",
+                **(extra or {}),
+            },
         )
         for name in agents
     }
@@ -101,10 +110,10 @@ def conversation(agents: list[str], max_turns: int) -> ConversationSpec:
     )
 
 
-def write_result(name: str, data: dict[str, Any]) -> Path:
+def write_result(directory: Path, name: str, data: dict[str, Any]) -> Path:
     import json
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
