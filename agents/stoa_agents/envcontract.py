@@ -37,6 +37,7 @@ def agent_env(
         "STOA_RABBITMQ_URL": rabbitmq_url,
         "STOA_POSTGRES_DSN": postgres_dsn,
         "STOA_METRICS_PORT": str(metrics_port),
+        "STOA_MODEL_FALLBACKS": ",".join(ref.name for ref in spec.fallback_policies),
         "STOA_MEMORY_ENABLED": "true" if spec.memory.enabled else "false",
         "STOA_MEMORY_RETENTION_DAYS": str(spec.memory.retention_days),
     }

@@ -48,6 +48,7 @@ class ModelConfig:
     retries: int = 3
     backoff_seconds: float = 0.5
     backoff_max_seconds: float = 8.0
+    fallback_models: tuple[str, ...] = ()
 
 
 def _error_text(status: int, body: str) -> str:
@@ -87,10 +88,38 @@ class ModelClient:
     async def complete(
         self, messages: list[dict[str, str]], *, agent: str, conversation: str, traceparent: str | None
     ) -> Completion:
-        """One chat completion; retries ``config.retries`` times, then raises ``ModelError``."""
+        """One chat completion: the model with bounded retries, then each fallback model (with the gateway,
+        fallback ModelPolicies) the same way; raises ``ModelError`` with every provider error."""
+        errors: list[str] = []
+        models = [self.config.model, *self.config.fallback_models]
+        for index, model in enumerate(models):
+            try:
+                return await self._complete_one(
+                    model, messages, agent=agent, conversation=conversation, traceparent=traceparent
+                )
+            except ModelError as exc:
+                errors.append(str(exc))
+                if index + 1 < len(models):
+                    log.warning(
+                        "Model failed, trying fallback agent=%s fallback=%s error=%r",
+                        agent,
+                        models[index + 1],
+                        str(exc),
+                    )
+        raise ModelError("; then ".join(errors))
+
+    async def _complete_one(
+        self,
+        model_name: str,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        conversation: str,
+        traceparent: str | None,
+    ) -> Completion:
         cfg = self.config
         body = {
-            "model": cfg.model,
+            "model": model_name,
             "messages": messages,
             "max_tokens": cfg.max_tokens,
             "temperature": cfg.temperature,
@@ -114,13 +143,13 @@ class ModelClient:
                 async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
                     text = await resp.text()
                     if resp.status == 200:
-                        content, tok_in, tok_out, model = _parse(json.loads(text), cfg.model)
+                        content, tok_in, tok_out, model = _parse(json.loads(text), model_name)
                         return Completion(
                             content, tok_in, tok_out, model, int((time.monotonic() - started) * 1000), attempt
                         )
                     last_error = _error_text(resp.status, text)
                     if not is_retryable_status(resp.status):
-                        raise ModelError(f"model {cfg.model} at {cfg.base_url}: {last_error}")
+                        raise ModelError(f"model {model_name} at {cfg.base_url}: {last_error}")
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except TimeoutError:
                 last_error = f"timed out after {cfg.timeout_seconds:g}s"
@@ -140,5 +169,5 @@ class ModelClient:
                 )
                 await asyncio.sleep(delay)
         raise ModelError(
-            f"model {cfg.model} at {cfg.base_url} failed after {attempts} attempts: {last_error}"
+            f"model {model_name} at {cfg.base_url} failed after {attempts} attempts: {last_error}"
         )

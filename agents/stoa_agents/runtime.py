@@ -54,6 +54,7 @@ def model_config(settings: AgentSettings) -> ModelConfig:
         retries=settings.model_retries,
         backoff_seconds=settings.model_backoff_seconds,
         backoff_max_seconds=settings.model_backoff_max_seconds,
+        fallback_models=tuple(m.strip() for m in settings.model_fallbacks.split(",") if m.strip()),
     )
 
 
@@ -75,6 +76,7 @@ class AgentRuntime:
         self.db: asyncpg.Pool | None = None
         self.bus: Bus | None = None
         self.active_recorded = False
+        self.exit_code = 0
 
     # ---- process lifecycle -------------------------------------------------------------------------
 
@@ -128,8 +130,8 @@ class AgentRuntime:
                 await self.db.close()
             if health is not None:
                 await health.cleanup()
-        log.info("Agent stopped agent=%s pod=%s", self.agent, self.pod)
-        return 0
+        log.info("Agent stopped agent=%s pod=%s exit_code=%d", self.agent, self.pod, self.exit_code)
+        return self.exit_code
 
     async def _session(self) -> None:
         bus = await Bus.connect(
@@ -311,6 +313,7 @@ class AgentRuntime:
                 await message.reject(requeue=False)
             elif action is Action.EXIT:
                 log.error("Exiting without ack agent=%s pod=%s reason=%r", self.agent, self.pod, error)
+                self.exit_code = 1
                 self.stopping.set()
                 if self.bus is not None:
                     await self.bus.close()
@@ -502,12 +505,15 @@ class AgentRuntime:
             if msg is None:
                 reason = f"Malformed message dead-lettered ({death_reason}): {error or 'unreadable body'}"
             else:
-                count = f" after {deliveries + 1} deliveries" if deliveries is not None else ""
                 cause = error or "no error recorded: the agent process died while handling it"
-                reason = (
-                    f"Turn {msg.seq} for agent {msg.to} was dead-lettered ({death_reason}{count}). "
-                    f"Last error: {cause}"
-                )
+                if death_reason == "delivery_limit":
+                    limit = self.s.delivery_limit
+                    what = (
+                        f"failed on all {limit + 1} deliveries (delivery limit {limit}) and was dead-lettered"
+                    )
+                else:
+                    what = f"was dead-lettered ({death_reason})"
+                reason = f"Turn {msg.seq} for agent {msg.to} {what}. Last error: {cause}"
             fresh = await repo.record_dead_letter(
                 db,
                 message_id=msg.message_id if msg else key,

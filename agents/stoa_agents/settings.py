@@ -20,6 +20,7 @@ class AgentSettings(BaseSettings):
 
     model_base_url: str = Field(default="http://127.0.0.1:8080/v1", pattern=r"^https?://")
     model_name: str = "smollm2-135m"
+    model_fallbacks: str = ""  # comma-separated model names (ModelPolicy names with the gateway)
     model_api_key: SecretStr | None = None
     model_api_key_env: str | None = None
     model_max_tokens: int = Field(default=90, ge=1, le=32000)

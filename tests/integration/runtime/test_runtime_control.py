@@ -112,6 +112,20 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
             assert active.active_pod.startswith(agent)
             assert active.turns >= 1
 
+        # Created suspended: nothing runs until the spec says otherwise.
+        held = f"{cluster.agents[0]}-held"
+        held_spec = cluster.spec(3).model_copy(update={"suspend": True})
+        created = await reconcile_conversation(cluster.db, cluster.bus, held, held_spec)
+        assert created.phase is Phase.SUSPENDED
+        await asyncio.sleep(0.5)
+        idle = await conversation_status(cluster.db, held)
+        assert idle is not None
+        assert idle.turns == 0
+        released = await reconcile_conversation(cluster.db, cluster.bus, held, cluster.spec(3))
+        assert released.phase is Phase.PENDING
+        await cluster.wait_finished([held], within=60)
+        assert await cluster.check_exactly_once(held, 3) == 3
+
         # Stop: a running conversation ends Failed with the reason, nothing more is stored.
         other = (await cluster.start_conversations(1, max_turns=40, label="stop"))[0]
         await _wait_turns(cluster, other, 2)

@@ -45,7 +45,7 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
         status = await conversation_status(cluster.db, poison)
         assert status is not None
         assert status.phase is Phase.FAILED
-        assert "dead-lettered (delivery_limit after 4 deliveries)" in status.reason
+        assert "failed on all 4 deliveries (delivery limit 3) and was dead-lettered" in status.reason
         assert "injected failure for conversation" in status.reason
         assert status.turns == 0
         dead = await cluster.db.fetchrow(

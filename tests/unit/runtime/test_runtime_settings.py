@@ -31,7 +31,7 @@ def agent_spec(**overrides: object) -> AgentSpec:
 def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     env = agent_env(
         "team-a",
-        agent_spec(env=[{"name": "STOA_PREFETCH", "value": "2"}]),
+        agent_spec(env=[{"name": "STOA_PREFETCH", "value": "2"}], fallbackPolicies=[{"name": "big"}]),
         model_base_url="http://gw:8080/v1",
         model_name="small",
         rabbitmq_url="amqp://r/",
@@ -45,6 +45,7 @@ def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch)
     assert settings.pod_name == "team-a-7d9-x"
     assert settings.model_name == "small"
     assert settings.prefetch == 2
+    assert settings.model_fallbacks == "big"
     assert settings.metrics_port == 9090
     assert settings.crash_points() == frozenset()
 
