@@ -49,6 +49,9 @@ class ModelConfig:
     backoff_seconds: float = 0.5
     backoff_max_seconds: float = 8.0
     fallback_models: tuple[str, ...] = ()
+    # How long an endpoint that refuses connections (the gateway still starting or restarting) is waited
+    # for before it counts as a failed attempt: a dependency that is not up yet must not fail a debate.
+    unreachable_grace_seconds: float = 120.0
 
 
 def _error_text(status: int, body: str) -> str:
@@ -130,7 +133,9 @@ class ModelClient:
         last_error = "no attempt made"
         attempts = cfg.retries + 1
         session = await self.session()
-        for attempt in range(1, attempts + 1):
+        unreachable_since: float | None = None
+        attempt = 0
+        while attempt < attempts:
             span = child_traceparent(
                 traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8)
             )
@@ -145,7 +150,12 @@ class ModelClient:
                     if resp.status == 200:
                         content, tok_in, tok_out, model = _parse(json.loads(text), model_name)
                         return Completion(
-                            content, tok_in, tok_out, model, int((time.monotonic() - started) * 1000), attempt
+                            content,
+                            tok_in,
+                            tok_out,
+                            model,
+                            int((time.monotonic() - started) * 1000),
+                            attempt + 1,
                         )
                     last_error = _error_text(resp.status, text)
                     if not is_retryable_status(resp.status):
@@ -153,10 +163,28 @@ class ModelClient:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except TimeoutError:
                 last_error = f"timed out after {cfg.timeout_seconds:g}s"
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
+                # Refused, or closed without a response: nothing serves the endpoint (yet) — a gateway
+                # starting or restarting, a Service without ready endpoints. Provider errors arrive as
+                # HTTP statuses from the gateway and are retried a bounded number of times below.
+                last_error = f"cannot connect: {type(exc).__name__}: {exc}"
+                now = time.monotonic()
+                unreachable_since = now if unreachable_since is None else unreachable_since
+                if now - unreachable_since < cfg.unreachable_grace_seconds:
+                    log.warning(
+                        "Model endpoint unreachable, waiting agent=%s conversation=%s url=%s error=%r",
+                        agent,
+                        conversation,
+                        cfg.base_url,
+                        last_error,
+                    )
+                    await asyncio.sleep(min(1.0, cfg.backoff_max_seconds))
+                    continue
             except aiohttp.ClientError as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             except ValueError as exc:
                 last_error = f"invalid response: {exc}"
+            attempt += 1
             if attempt < attempts:
                 delay = next_delay(attempt, retry_after, cfg.backoff_seconds, cfg.backoff_max_seconds)
                 log.warning(

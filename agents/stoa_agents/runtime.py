@@ -54,6 +54,7 @@ def model_config(settings: AgentSettings) -> ModelConfig:
         retries=settings.model_retries,
         backoff_seconds=settings.model_backoff_seconds,
         backoff_max_seconds=settings.model_backoff_max_seconds,
+        unreachable_grace_seconds=settings.model_unreachable_grace_seconds,
         fallback_models=tuple(m.strip() for m in settings.model_fallbacks.split(",") if m.strip()),
     )
 

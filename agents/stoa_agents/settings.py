@@ -29,6 +29,7 @@ class AgentSettings(BaseSettings):
     model_retries: int = Field(default=3, ge=0, le=10)
     model_backoff_seconds: float = Field(default=0.5, ge=0)
     model_backoff_max_seconds: float = Field(default=8.0, ge=0)
+    model_unreachable_grace_seconds: float = Field(default=120.0, ge=0)
     model_input_cost_per_1k: float = Field(default=0.0, ge=0)
     model_output_cost_per_1k: float = Field(default=0.0, ge=0)
     history_turns: int = Field(default=6, ge=0, le=200)

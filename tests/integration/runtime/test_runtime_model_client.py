@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from stoa_agents.model_client import ModelClient, ModelConfig, ModelError
+from stoa_devenv.procs import free_port
 from stoa_gateway.fake_provider import Behaviour, start_fake_provider
 
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
@@ -52,3 +55,48 @@ async def test_non_retryable_error_is_not_retried() -> None:
         await client.close()
         await fake.close()
     assert fake.chat_requests == 1
+
+
+async def test_unreachable_endpoint_is_waited_for_until_it_comes_up() -> None:
+    """A gateway that is still starting (connection refused) delays the turn instead of failing it."""
+    port = free_port()
+    client = ModelClient(
+        ModelConfig(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model="m",
+            retries=0,
+            backoff_max_seconds=0.2,
+            unreachable_grace_seconds=60,
+        )
+    )
+    call = asyncio.create_task(client.complete(MESSAGES, agent="a", conversation="c", traceparent=None))
+    await asyncio.sleep(1.0)
+    assert not call.done(), "the call must keep waiting while nothing listens"
+    fake = await start_fake_provider(port=port, replies=["late but fine"])
+    try:
+        completion = await asyncio.wait_for(call, timeout=30)
+    finally:
+        await client.close()
+        await fake.close()
+    assert completion.content == "late but fine"
+    assert completion.attempts == 1
+    assert fake.chat_requests == 1
+
+
+async def test_unreachable_endpoint_fails_after_the_grace_period() -> None:
+    port = free_port()
+    client = ModelClient(
+        ModelConfig(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model="m",
+            retries=1,
+            backoff_seconds=0.01,
+            backoff_max_seconds=0.05,
+            unreachable_grace_seconds=0.3,
+        )
+    )
+    try:
+        with pytest.raises(ModelError, match=r"failed after 2 attempts: cannot connect"):
+            await client.complete(MESSAGES, agent="a", conversation="c", traceparent=None)
+    finally:
+        await client.close()
