@@ -163,10 +163,10 @@ class ModelClient:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
             except TimeoutError:
                 last_error = f"timed out after {cfg.timeout_seconds:g}s"
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                # Refused, or closed without a response: nothing serves the endpoint (yet) — a gateway
-                # starting or restarting, a Service without ready endpoints. Provider errors arrive as
-                # HTTP statuses from the gateway and are retried a bounded number of times below.
+            except aiohttp.ClientConnectionError as exc:
+                # Refused, reset or closed without a response: nothing serves the endpoint (yet) — a
+                # gateway starting or restarting, a Service without ready endpoints. Provider errors
+                # arrive as HTTP statuses from the gateway and are retried a bounded number of times.
                 last_error = f"cannot connect: {type(exc).__name__}: {exc}"
                 now = time.monotonic()
                 unreachable_since = now if unreachable_since is None else unreachable_since

@@ -60,22 +60,11 @@ def apt_install(packages: list[str], why: str) -> None:
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print(f"Installing Debian packages {' '.join(packages)} ({why})", flush=True)
-    result = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *packages],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:  # a fresh machine has no package lists yet
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)
-        result = subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise ComponentMissingError(
             f"apt-get install {' '.join(packages)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"

@@ -28,6 +28,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from stoa_gateway.running import RunningServer, serve
 from stoa_gateway.tokens import estimate_input_tokens, estimate_tokens, message_texts
 
 DEFAULT_REPLY = "Hello from the fake model."
@@ -290,19 +291,8 @@ def create_fake_app(state: FakeState | None = None) -> web.Application:
 
 
 @dataclass
-class RunningFake:
-    runner: web.AppRunner
+class RunningFake(RunningServer):
     state: FakeState
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
 
     def script(self, *behaviours: Behaviour, replace: bool = True) -> None:
         """Queue behaviours for the next requests (replacing the queue unless ``replace=False``)."""
@@ -318,9 +308,6 @@ class RunningFake:
     def chat_requests(self) -> int:
         return self.state.chat_requests
 
-    async def close(self) -> None:
-        await self.runner.cleanup()
-
 
 async def start_fake_provider(
     *,
@@ -333,13 +320,10 @@ async def start_fake_provider(
 ) -> RunningFake:
     """Start a fake provider in the running event loop; ``port=0`` picks a free port."""
     state = FakeState(replies=replies, echo=echo, default=default, model=model)
-    runner = web.AppRunner(
-        create_fake_app(state), access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+    runner, bound = await serve(
+        create_fake_app(state), host, port, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
     )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    return RunningFake(runner, state, host, int(runner.addresses[0][1]))
+    return RunningFake(runner, host, bound, state)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

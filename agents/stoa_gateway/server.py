@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +17,7 @@ from stoa_gateway.config import ConfigError, content_hash, parse_gateway_config
 from stoa_gateway.gateway import Gateway
 from stoa_gateway.metrics import GatewayMetrics
 from stoa_gateway.proxy import GATEWAY, handle_chat_completions
+from stoa_gateway.running import RunningServer, serve
 
 log = logging.getLogger("stoa.gateway")
 RELOAD_TASK = web.AppKey("reload_task", asyncio.Task[None])
@@ -146,26 +146,10 @@ def run_gateway(config_path: str, host: str, port: int, audit_log: str | None) -
     web.run_app(app, host=host, port=port, shutdown_timeout=30, access_log=None, print=None)
 
 
-@dataclass
-class RunningGateway:
-    runner: web.AppRunner
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.url}/v1"
-
+class RunningGateway(RunningServer):
     @property
     def gateway(self) -> Gateway:
         return self.runner.app[GATEWAY]
-
-    async def close(self) -> None:
-        await self.runner.cleanup()
 
 
 async def start_gateway(
@@ -178,9 +162,5 @@ async def start_gateway(
 ) -> RunningGateway:
     """Start the gateway inside the running loop (tests, benchmarks); ``port=0`` picks a free port."""
     app = create_app(config_path, audit_log=audit_log, reload_interval=reload_interval)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = runner.addresses[0][1]
-    return RunningGateway(runner, host, int(bound))
+    runner, bound = await serve(app, host, port, access_log=None, shutdown_timeout=5)
+    return RunningGateway(runner, host, bound)
