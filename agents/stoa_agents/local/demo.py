@@ -354,7 +354,7 @@ async def _summary(
         print(f"  {agent}: active pod {st.active_pod} (takeovers {st.takeovers})")
     print(f"Takeovers {takeovers}, kills {kills}, replica restarts {fleet.restarts}")
     print(
-        f"Transcript later: stoa transcript <conversation> --postgres-url {postgres_url}"
+        f"Transcript later: stoa transcript {' | '.join(conversations)} --postgres-url {postgres_url}"
         " (this run's services are removed on exit unless you passed --postgres-url)"
     )
     return 1 if failed else 0
