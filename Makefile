@@ -66,10 +66,19 @@ e2e: venv ## End-to-end tests on a real kube-apiserver + controller-manager
 demo: model ## Run the debate demo locally on the embedded model (starts PostgreSQL and RabbitMQ)
 	$(BIN)/stoa run examples/debate/
 
+BENCH_VENV := .bench-venv
+$(BENCH_VENV)/bin/litellm:
+	@echo "Installing the LiteLLM proxy into $(BENCH_VENV) (the gateway benchmark's baseline, ~1 min)"
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q 'litellm[proxy]'
+
 .PHONY: bench
-bench: venv ## Run the benchmarks in bench/ (JSON results in bench/results/)
+bench: venv $(BENCH_VENV)/bin/litellm ## Run the benchmarks in bench/ side by side with their baselines (JSON in bench/results/)
 	@mkdir -p bench/results
-	@set -e; for b in bench/*_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@set -e; for b in bench/*_*.py; do \
+	  echo "== $$b"; \
+	  case $$b in *gateway_overhead*) $(BIN)/python $$b --litellm $(BENCH_VENV)/bin/litellm;; *) $(BIN)/python $$b;; esac; \
+	done
 
 .PHONY: services-up
 services-up: venv ## Start local PostgreSQL + RabbitMQ and print their URLs

@@ -5,7 +5,8 @@ The speaker is recognised by its persona (the system message the runtime sends).
 argument every turn (the runtime ends a debate whose speakers repeat themselves); the moderator opens,
 closes each round with ``VERDICT: CONTINUE`` and ends the final turn with ``VERDICT: END <reason>``, the
 verdict protocol of ``stoa_agents.turns.policy.parse_verdict``. Replies come at once (0 latency) except the
-one held request, which waits until the test calls ``release()``.
+one held request, which waits until the test calls ``release()``: only that request, so when the pod that
+sent it is killed, the standby's new request for the same turn is answered while the old one still waits.
 """
 
 from __future__ import annotations
@@ -145,13 +146,20 @@ class DebateState(FakeState):
 
 @dataclass
 class Hold:
-    """Hold the ``number``-th request of ``agent`` until ``release()``; ``held`` is set when it arrives."""
+    """Hold the ``number``-th request of ``agent`` until ``release()``; ``held`` is set when it arrives.
+
+    Requests are counted, not matched by content: every other request of ``agent`` is answered at once,
+    including a second request for the same turn (a standby redoing it after the sender was killed).
+    ``followed`` is set when the first request after the held one arrives. ``seen`` counts them all.
+    """
 
     agent: str
     number: int
     held: threading.Event = field(default_factory=threading.Event)
+    followed: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     held_at: float | None = None
+    followed_at: float | None = None
     released_at: float | None = None
     seen: int = 0
 
@@ -185,6 +193,9 @@ class DebateModel:
                     hold.held_at = time.monotonic()
                     hold.held.set()
                     await asyncio.get_running_loop().run_in_executor(None, hold.released.wait, 120)
+                elif hold.seen == hold.number + 1:
+                    hold.followed_at = time.monotonic()
+                    hold.followed.set()
         return await handler(request)
 
     async def _start(self) -> str:

@@ -48,7 +48,9 @@ def _pods_line(pods: list[JSON]) -> str:
             c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
         )
         state = "Terminating" if pod["metadata"].get("deletionTimestamp") else status.get("phase", "?")
-        parts.append(f"{pod['metadata']['name']}({state}{',Ready' if ready else ''})")
+        restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
+        flags = (",Ready" if ready else "") + (f",restarts={restarts}" if restarts else "")
+        parts.append(f"{pod['metadata']['name']}({state}{flags})")
     return " ".join(parts) or "-"
 
 
