@@ -35,7 +35,7 @@ from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
 from tests.e2e.debate.cluster import REPO, Connections, fetch, helm, kubectl, private_connections, wait_for
 from tests.e2e.debate.fake_debate import DebateModel, Hold
-from tests.e2e.debate.timeline import GROUP, Timeline
+from tests.e2e.debate.timeline import GROUP, Timeline, pod_ready, pod_restarts
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.fixtures import NodeAgentFactory
 from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
@@ -268,19 +268,24 @@ class DebateRun:
         timeline.mark("model answers the held request")
 
     def _kill_victim(self) -> None:
-        """SIGKILL the victim's process while its request is held: the standby must redo the turn without
-        waiting for the held request, which is answered only afterwards, to a client that is gone."""
+        """SIGKILL the victim's process while its request is held. The standby must redo and store the turn
+        while that request is still held; it is answered only afterwards, to a client that is gone."""
         hold, timeline = self.hold, self.timeline
         pid = self.node.kill_pod_process(self.victim, self.ns, sig=signal.SIGKILL)
         timeline.mark(f"kill -9 {self.victim} (pid {pid}, the active replica, holding the turn unacked)")
         assert hold.followed.wait(30), f"no replica of {VICTIM_AGENT} asked the model for the turn again"
-        assert not hold.released.is_set()
         timeline.mark(
-            f"{VICTIM_AGENT} asks the model for its 2nd turn again (answered; the first request still held)",
-            hold.followed_at,
+            f"{VICTIM_AGENT} asks the model for its 2nd turn again (answered at once)", hold.followed_at
         )
+
+        def stored() -> bool:
+            query = "SELECT seq FROM stoa.turns WHERE speaker = $1"
+            return len(fetch(self.conn.postgres_dsn, query, VICTIM_AGENT)) >= HELD_TURN
+
+        wait_for(stored, 30, f"{VICTIM_AGENT}'s turn {HELD_TURN} stored while the killed request is held")
+        assert not hold.released.is_set()
         hold.release()
-        timeline.mark("model answers the killed process's held request (nobody is left to read it)")
+        timeline.mark("model answers the killed process's held request (its client is gone)")
 
     def wait_succeeded(self) -> JSON:
         def succeeded() -> JSON | None:
@@ -309,7 +314,8 @@ class DebateRun:
         held turn, stored exactly once, and every later one come from the former standby. The victim's
         restarted process keeps the pod name, so ``pod`` cannot tell the two processes of the victim apart;
         what it shows is that the victim pod stored nothing from the held turn on, i.e. neither the killed
-        process (it was answered after the standby asked again) nor its successor (a standby) did.
+        process (its request was answered only after the standby had stored the turn) nor its successor
+        (a standby) did.
         """
         team_a = [t for t in turns if t["speaker"] == VICTIM_AGENT]
         held = team_a[HELD_TURN - 1]
@@ -351,7 +357,7 @@ class DebateRun:
         # standby never records activity, so the row still says "standby took over from the victim". Had
         # the same pod name become active again (replicas: 1), the runtime would count no takeover and set
         # previousPod to the pod itself (stoa_agents/store/repo.py record_activity): the crash would not
-        # show in Agent status at all, which is why this test runs 2 replicas.
+        # show in Agent status at all. examples/debate runs 2 replicas, so a standby takes over here.
         assert status["previousPod"] == self.victim
         assert status["takeovers"] >= 1
         return status
@@ -361,12 +367,7 @@ class DebateRun:
 
         def restarted() -> JSON | None:
             pod = self.kube.get_or_none(f"/api/v1/namespaces/{self.ns}/pods/{self.victim}") or {}
-            status = pod.get("status") or {}
-            restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-            )
-            return status if restarts >= 1 and ready else None
+            return pod if pod_restarts(pod) >= 1 and pod_ready(pod) else None
 
         wait_for(restarted, 60, f"pod {self.victim} restarted and Ready")
         self.timeline.mark(f"pod {self.victim} Ready again after its restart (a standby now)")

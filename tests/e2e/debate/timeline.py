@@ -40,16 +40,23 @@ def _agent_line(obj: JSON | None) -> str:
     )
 
 
+def pod_ready(pod: JSON) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_restarts(pod: JSON) -> int:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return sum(int(c.get("restartCount") or 0) for c in statuses)
+
+
 def _pods_line(pods: list[JSON]) -> str:
     parts = []
     for pod in sorted(pods, key=lambda p: str(p["metadata"]["name"])):
         status = pod.get("status") or {}
-        ready = any(
-            c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-        )
         state = "Terminating" if pod["metadata"].get("deletionTimestamp") else status.get("phase", "?")
-        restarts = sum(int(c.get("restartCount") or 0) for c in status.get("containerStatuses") or [])
-        flags = (",Ready" if ready else "") + (f",restarts={restarts}" if restarts else "")
+        restarts = pod_restarts(pod)
+        flags = (",Ready" if pod_ready(pod) else "") + (f",restarts={restarts}" if restarts else "")
         parts.append(f"{pod['metadata']['name']}({state}{flags})")
     return " ".join(parts) or "-"
 
