@@ -41,6 +41,35 @@ def llama_server_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def llama_server_argv(
+    gguf: Path, *, host: str, port: int, threads: int, n_ctx: int, interrupt_requests: bool = True
+) -> list[str]:
+    """The command line of llama.cpp's OpenAI-compatible server for ``gguf``, served as ``MODEL_ALIAS``.
+
+    ``interrupt_requests`` (llama.cpp's default): a new request ends a running stream early. A shared
+    server turns it off, so a queued request (or a readiness probe) waits instead of cutting a stream.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(gguf),
+        "--model_alias",
+        MODEL_ALIAS,
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--interrupt_requests",
+        str(interrupt_requests).lower(),
+    ]
+
+
 @dataclass
 class EmbeddedModel:
     process: subprocess.Popen[bytes]
@@ -71,23 +100,7 @@ def start_embedded_model(
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--model_alias",
-                MODEL_ALIAS,
-                "--n_ctx",
-                str(n_ctx),
-                "--n_threads",
-                str(threads),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
+            llama_server_argv(gguf, host="127.0.0.1", port=port, threads=threads, n_ctx=n_ctx),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -361,7 +361,8 @@ async def record_activity(db: asyncpg.Pool, agent: str, pod: str) -> str | None:
     row = await db.fetchrow(
         "WITH old AS (SELECT pod FROM stoa.agent_activity WHERE agent = $1)"
         " INSERT INTO stoa.agent_activity AS a (agent, pod) VALUES ($1, $2)"
-        " ON CONFLICT (agent) DO UPDATE SET pod = $2, previous_pod = a.pod,"
+        " ON CONFLICT (agent) DO UPDATE SET pod = $2,"
+        " previous_pod = CASE WHEN a.pod = $2 THEN a.previous_pod ELSE a.pod END,"
         " active_since = CASE WHEN a.pod = $2 THEN a.active_since ELSE now() END,"
         " takeovers = a.takeovers + CASE WHEN a.pod = $2 THEN 0 ELSE 1 END, last_seen_at = now()"
         " RETURNING (SELECT pod FROM old) AS old_pod",

@@ -23,6 +23,8 @@ from stoa_agents.control import (
     stop,
     suspend,
 )
+from stoa_agents.store.db import open_pool
+from stoa_agents.store.repo import record_activity
 from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
@@ -199,3 +201,19 @@ async def test_sigterm_finishes_the_current_turn_and_health_endpoints(
     finally:
         await cluster.close()
         await fake.close()
+
+
+async def test_agent_activity_keeps_the_real_previous_pod(postgres: PostgresServer) -> None:
+    """A pod recording itself again (reconnect, restarted container) must not erase who it took over from."""
+    db = await open_pool(postgres.dsn)
+    agent = f"activity-{uuid.uuid4().hex[:6]}"
+    try:
+        assert await record_activity(db, agent, "pod-1") is None
+        assert await record_activity(db, agent, "pod-2") == "pod-1"
+        assert await record_activity(db, agent, "pod-2") is None
+        status = await agent_status(db, agent)
+    finally:
+        await db.close()
+    assert status.active_pod == "pod-2"
+    assert status.previous_pod == "pod-1"
+    assert status.takeovers == 1
