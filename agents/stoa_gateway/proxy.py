@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import secrets
 import time
@@ -29,6 +30,8 @@ from stoa_gateway.tracing import TraceContext, child, trace_for_request
 from stoa_gateway.upstream import Completion, StreamStart, completions_url, open_stream, post_completion
 
 GATEWAY = web.AppKey("gateway", Gateway)
+
+log = logging.getLogger("stoa.gateway.proxy")
 
 
 @dataclass
@@ -358,6 +361,12 @@ async def _attempt(
         return await _relay_stream(request, call, target, result)
     except asyncio.CancelledError:
         gw.release(runtime, target.name)
+        log.info(
+            "Client went away, upstream call cancelled policy=%s target=%s trace=%s",
+            call.policy,
+            target.name,
+            call.trace.trace_id,
+        )
         raise
     finally:
         if not handed_over:

@@ -143,7 +143,17 @@ def run_gateway(config_path: str, host: str, port: int, audit_log: str | None) -
     """Serve until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(config_path, audit_log=audit_log)
-    web.run_app(app, host=host, port=port, shutdown_timeout=30, access_log=None, print=None)
+    # handler_cancellation: a client that goes away (an agent killed mid-turn) cancels its upstream call,
+    # so nobody pays for an answer that no one will read and least-busy routing sees the slot free up.
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        shutdown_timeout=30,
+        access_log=None,
+        print=None,
+        handler_cancellation=True,
+    )
 
 
 class RunningGateway(RunningServer):
@@ -162,5 +172,7 @@ async def start_gateway(
 ) -> RunningGateway:
     """Start the gateway inside the running loop (tests, benchmarks); ``port=0`` picks a free port."""
     app = create_app(config_path, audit_log=audit_log, reload_interval=reload_interval)
-    runner, bound = await serve(app, host, port, access_log=None, shutdown_timeout=5)
+    runner, bound = await serve(
+        app, host, port, access_log=None, shutdown_timeout=5, handler_cancellation=True
+    )
     return RunningGateway(runner, host, bound)

@@ -175,3 +175,25 @@ async def test_agent_label_cardinality_is_bounded(
 
     assert await metric(http, gw, "stoa_gateway_requests_total", agent="a2") == 1
     assert await metric(http, gw, "stoa_gateway_requests_total", agent="other") == 2
+
+
+async def test_client_that_goes_away_cancels_the_upstream_call(
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    """An agent killed mid-turn must not leave a paid upstream call running for nobody."""
+    hanging = await fake(default=Behaviour(hang=True))
+    gw = await gateway({"chat": {"targets": [target("slow", hanging, timeoutSeconds=60)]}})
+    request = asyncio.create_task(chat(http, gw, ask("chat")))
+    for _ in range(100):
+        if hanging.state.in_flight == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert hanging.state.in_flight == 1
+    assert await metric(http, gw, "stoa_gateway_in_flight_requests", target="slow") == 1
+    request.cancel()
+    for _ in range(100):
+        if hanging.state.in_flight == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert hanging.state.in_flight == 0, "the provider still holds the abandoned request"
+    assert await metric(http, gw, "stoa_gateway_in_flight_requests", target="slow") == 0
