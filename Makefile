@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.stamp-dev
 MODEL_STAMP := $(VENV)/.stamp-model
 PYTEST_ARGS ?=
 IMAGE  ?= ghcr.io/stoa-dev/stoa:dev
+MODEL_IMAGE ?= ghcr.io/stoa-dev/stoa-model:dev
 KIND_CLUSTER ?= stoa
 # Same flags the issue measured: portable AVX2 build of llama.cpp, ~6 min on 2 cores, cached by pip.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
@@ -59,7 +60,7 @@ test-integration: venv ## Integration tests (real PostgreSQL and RabbitMQ)
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: venv ## End-to-end tests on a real kube-apiserver + controller-manager
+e2e: venv model ## End-to-end tests on a real kube-apiserver + controller-manager
 	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo
@@ -98,21 +99,24 @@ cluster-down: venv ## Stop the local control plane
 
 # ---- Users with Docker: kind / minikube --------------------------------------------------------------
 .PHONY: image
-image: ## Build the container image (needs Docker)
+image: ## Build the images: Stoa (default target) and the demo model (--target model; first time ~6 min) (needs Docker)
 	docker build -t $(IMAGE) .
+	docker build --target model -t $(MODEL_IMAGE) .
 
 .PHONY: kind-up
 kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker and kind)
 	kind create cluster --name $(KIND_CLUSTER) --config kind-config.yaml
 
 .PHONY: kind-load
-kind-load: ## Load the image into the kind cluster
-	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+kind-load: ## Load both images into the kind cluster
+	kind load docker-image $(IMAGE) $(MODEL_IMAGE) --name $(KIND_CLUSTER)
 
 .PHONY: deploy
 deploy: ## helm install Stoa into the current kube context (with the bundled demo RabbitMQ/PostgreSQL)
 	helm upgrade --install stoa charts/stoa --namespace stoa-system --create-namespace \
 	  --set image.repository=$(word 1,$(subst :, ,$(IMAGE))) --set image.tag=$(word 2,$(subst :, ,$(IMAGE))) \
+	  --set bundled.model.image.repository=$(word 1,$(subst :, ,$(MODEL_IMAGE))) \
+	  --set bundled.model.image.tag=$(word 2,$(subst :, ,$(MODEL_IMAGE))) \
 	  --set bundled.enabled=true --wait
 
 .PHONY: demo-kind

