@@ -159,7 +159,11 @@ def test_restart_mid_reconcile_duplicates_nothing(
         wait_object(cluster, "agents", name, lambda o: settled(o, "Progressing", "True"), 60)
     deployments = cluster.apps.list_namespaced_deployment(ns).items
     assert sorted(d.metadata.name for d in deployments) == sorted(f"agent-{n}" for n in names)
-    # One rollout each: no spec flapping between two writers.
-    replica_sets = cluster.apps.list_namespaced_replica_set(ns).items
-    assert len(replica_sets) == len(names)
+    # One rollout each: no spec flapping between two writers. The controller-manager creates the
+    # ReplicaSets asynchronously, so wait until each Deployment has one, then check none has two.
+    def replica_sets() -> list[Any]:
+        return list(cluster.apps.list_namespaced_replica_set(ns).items)
+
+    wait_for(lambda: len(replica_sets()) >= len(names), 30, "a ReplicaSet per Deployment")
+    assert len(replica_sets()) == len(names)
     assert all(d.metadata.generation == 1 for d in deployments)
