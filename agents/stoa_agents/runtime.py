@@ -191,6 +191,15 @@ class AgentRuntime:
             except Exception as exc:  # the relay must survive outages; the next tick retries
                 log.warning("Outbox relay failed agent=%s pod=%s error=%r", self.agent, self.pod, exc)
 
+    async def _fail(
+        self, db: asyncpg.Pool, *, conv_id: str, conv_name: str, message_id: str, reason: str, outcome: str
+    ) -> None:
+        """Mark the conversation Failed with a readable reason, recording which message ended it."""
+        await repo.fail_conversation(
+            db, conv_id, reason, message_id=message_id, agent=self.agent, pod=self.pod, outcome=outcome
+        )
+        log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv_name, reason)
+
     # ---- test hooks ----------------------------------------------------------------------------------
 
     def _crash(self, point: str, conversation: str) -> None:
@@ -400,16 +409,14 @@ class AgentRuntime:
         except ModelError as exc:
             self.metrics.model_errors.labels(self.agent).inc()
             reason = f"Agent {self.agent} could not get turn {msg.seq} from its model: {exc}"
-            await repo.fail_conversation(
+            await self._fail(
                 db,
-                conv.id,
-                reason,
+                conv_id=conv.id,
+                conv_name=conv.name,
                 message_id=msg.message_id,
-                agent=self.agent,
-                pod=self.pod,
+                reason=reason,
                 outcome="model-failed",
             )
-            log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv.name, reason)
             return "model-failed"
         self.metrics.tokens.labels(self.agent, "in").inc(completion.tokens_in)
         self.metrics.tokens.labels(self.agent, "out").inc(completion.tokens_out)
@@ -529,20 +536,13 @@ class AgentRuntime:
             if msg is not None:
                 conv = await repo.load_conversation(db, msg.conversation_id)
                 if conv is not None and conv.next_seq == msg.seq and conv.phase not in TERMINAL_PHASES:
-                    await repo.fail_conversation(
+                    await self._fail(
                         db,
-                        conv.id,
-                        reason,
+                        conv_id=conv.id,
+                        conv_name=conv.name,
                         message_id=msg.message_id,
-                        agent=self.agent,
-                        pod=self.pod,
+                        reason=reason,
                         outcome="dead-lettered",
-                    )
-                    log.error(
-                        "Conversation failed agent=%s conversation=%s reason=%r",
-                        self.agent,
-                        conv.name,
-                        reason,
                     )
             if fresh:
                 self.metrics.dead_lettered.labels(self.agent, death_reason).inc()

@@ -159,6 +159,7 @@ def test_restart_mid_reconcile_duplicates_nothing(
         wait_object(cluster, "agents", name, lambda o: settled(o, "Progressing", "True"), 60)
     deployments = cluster.apps.list_namespaced_deployment(ns).items
     assert sorted(d.metadata.name for d in deployments) == sorted(f"agent-{n}" for n in names)
+
     # One rollout each: no spec flapping between two writers. The controller-manager creates the
     # ReplicaSets asynchronously, so wait until each Deployment has one, then check none has two.
     def replica_sets() -> list[Any]:
