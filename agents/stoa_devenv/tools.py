@@ -166,3 +166,21 @@ def kubectl_binary() -> Path:
 
 def helm_binary() -> Path:
     return _layer_binary("helm")
+
+
+def main() -> int:
+    """Build or locate every control-plane tool, printing progress (``make k8s-bins``)."""
+    bindir = k8s_bindir()
+    for name, path in (
+        ("kube-apiserver", bindir / "kube-apiserver"),
+        ("kube-controller-manager", bindir / "kube-controller-manager"),
+        ("etcd", etcd_binary()),
+        ("kubectl", kubectl_binary()),
+        ("helm", helm_binary()),
+    ):
+        print(f"{name:24} {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
