@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 
 from stoa_agents.bus.broker import Bus
+from stoa_agents.identity import agent_key, participant_key
 from stoa_agents.outbox import publish_outbox
 from stoa_agents.protocol import make_message
 from stoa_agents.store import repo
@@ -88,17 +89,20 @@ async def start_conversation(
     db: asyncpg.Pool, bus: Bus, name: str, spec: ConversationSpec, *, uid: str | None = None
 ) -> ConversationStatus:
     """Create the conversation and send turn 1; calling it again (any number of times) starts nothing new
-    but finishes a start that crashed between the commit and the publish."""
+    but finishes a start that crashed between the commit and the publish.
+
+    ``name`` is the runtime name: ``<namespace>/<name>`` (operator) or a bare name (``stoa run``); the
+    participants are the agents of that namespace (``identity.participant_key``)."""
     existing = await repo.find_conversation(db, name)
     if existing is None:
         conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
         traceparent = new_traceparent(secrets.token_hex(16), secrets.token_hex(8))
         speaker = speaker_for(spec, 1, [])
         message = make_message(conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent)
-        first = repo.NextMessage(message.message_id, 1, speaker, message.body())
+        first = repo.NextMessage(message.message_id, 1, participant_key(name, speaker), message.body())
         phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
         for participant in spec.participants:
-            await bus.declare_agent(participant.agent_ref)
+            await bus.declare_agent(participant_key(name, participant.agent_ref))
         await repo.insert_conversation(
             db,
             conversation_id=conversation_id,
@@ -163,7 +167,7 @@ async def purge(db: asyncpg.Pool, name: str) -> bool:
     spec = ConversationSpec.model_validate(conversation.spec)
     async with db.acquire() as conn, conn.transaction():
         for participant in spec.participants:
-            schema = memory_schema(participant.agent_ref)
+            schema = memory_schema(participant_key(name, participant.agent_ref))
             exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.memory")
             if exists:
                 await conn.execute(
@@ -223,10 +227,12 @@ async def conversation_status(db: asyncpg.Pool, name: str) -> ConversationStatus
     )
 
 
-async def agent_status(db: asyncpg.Pool, agent: str) -> AgentStatus:
-    """Which pod is the active consumer of ``agent`` (recorded at its first delivery) and its totals."""
-    act = await db.fetchrow("SELECT * FROM stoa.agent_activity WHERE agent = $1", agent)
-    tot = await db.fetchrow("SELECT * FROM stoa.agent_totals WHERE agent = $1", agent)
+async def agent_status(db: asyncpg.Pool, agent: str, namespace: str = "") -> AgentStatus:
+    """Which pod is the active consumer of Agent ``namespace/agent`` (recorded at its first delivery) and
+    its totals; ``namespace=""`` for unscoped agents (``stoa run``)."""
+    key = agent_key(namespace, agent)
+    act = await db.fetchrow("SELECT * FROM stoa.agent_activity WHERE agent = $1", key)
+    tot = await db.fetchrow("SELECT * FROM stoa.agent_totals WHERE agent = $1", key)
     return AgentStatus(
         agent=agent,
         active_pod=act["pod"] if act else None,

@@ -25,8 +25,10 @@ def agent_env(
     postgres_dsn: str,
     pod_name: str,
     metrics_port: int = 9090,
+    namespace: str = "",
     extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
+    """``namespace``: the Agent's namespace (``STOA_NAMESPACE``, scopes the agent key); "" in ``stoa run``."""
     env = {
         "STOA_AGENT_NAME": name,
         "STOA_AGENT_ROLE": spec.role,
@@ -41,6 +43,8 @@ def agent_env(
         "STOA_MEMORY_ENABLED": "true" if spec.memory.enabled else "false",
         "STOA_MEMORY_RETENTION_DAYS": str(spec.memory.retention_days),
     }
+    if namespace:
+        env["STOA_NAMESPACE"] = namespace
     for var in spec.env:
         env[var.name] = var.value
     env.update(extra or {})

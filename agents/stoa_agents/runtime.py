@@ -23,6 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from stoa_agents.bus.broker import Bus
 from stoa_agents.errors import InjectedFailureError, MisroutedError, UnknownConversationError, failure_kind
 from stoa_agents.health import start_health_server
+from stoa_agents.identity import agent_key, conversation_namespace, participant_key
 from stoa_agents.metrics import AgentMetrics
 from stoa_agents.model_client import Completion, ModelClient, ModelConfig, ModelError
 from stoa_agents.outbox import publish_outbox
@@ -67,7 +68,9 @@ def _header_int(headers: dict[str, Any], key: str) -> int | None:
 class AgentRuntime:
     def __init__(self, settings: AgentSettings) -> None:
         self.s = settings
-        self.agent = settings.agent_name
+        self.agent = settings.agent_name  # bare name: protocol, transcript, logs, metrics
+        self.namespace = settings.namespace
+        self.key = agent_key(settings.namespace, settings.agent_name)  # queues, activity, totals, memory
         self.pod = settings.pod_name
         self.metrics = AgentMetrics()
         self.model = ModelClient(model_config(settings))
@@ -98,11 +101,17 @@ class AgentRuntime:
             health = await start_health_server(
                 self.s.metrics_host, self.s.metrics_port, self.metrics, self.ready
             )
-        log.info("Agent starting agent=%s pod=%s model=%s", self.agent, self.pod, self.s.model_name)
+        log.info(
+            "Agent starting agent=%s namespace=%s pod=%s model=%s",
+            self.agent,
+            self.namespace or "-",
+            self.pod,
+            self.s.model_name,
+        )
         try:
             self.db = await open_pool(self.s.postgres_dsn, wait_seconds=self.s.infra_retry_seconds)
             async with self.db.acquire() as conn:
-                await ensure_memory(conn, self.agent, self.s.memory_retention_days)
+                await ensure_memory(conn, self.key, self.s.memory_retention_days)
             relay = asyncio.create_task(self._relay_loop())
             delay = 0.2
             while not self.stopping.is_set():
@@ -145,7 +154,7 @@ class AgentRuntime:
         self.bus = bus
         self.active_recorded = False
         try:
-            queue, dlq = await bus.declare_agent(self.agent)
+            queue, dlq = await bus.declare_agent(self.key)
             assert self.db is not None
             await publish_outbox(self.db, bus)  # finish publishes of a replica that died after its commit
             await queue.consume(self._on_message)
@@ -196,7 +205,7 @@ class AgentRuntime:
     ) -> None:
         """Mark the conversation Failed with a readable reason, recording which message ended it."""
         await repo.fail_conversation(
-            db, conv_id, reason, message_id=message_id, agent=self.agent, pod=self.pod, outcome=outcome
+            db, conv_id, reason, message_id=message_id, agent=self.key, pod=self.pod, outcome=outcome
         )
         log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv_name, reason)
 
@@ -235,7 +244,7 @@ class AgentRuntime:
     async def _note_active(self, redelivered: bool) -> None:
         if self.active_recorded or self.db is None:
             return
-        previous = await repo.record_activity(self.db, self.agent, self.pod)
+        previous = await repo.record_activity(self.db, self.key, self.pod)
         self.active_recorded = True
         self.metrics.active.labels(self.agent).set(1)
         if previous is not None:
@@ -267,7 +276,7 @@ class AgentRuntime:
             with contextlib.suppress(Exception):
                 if self.db is not None:
                     await repo.record_error(
-                        self.db, _message_key(message), self.agent, self.pod, f"malformed: {exc}"
+                        self.db, _message_key(message), self.key, self.pod, f"malformed: {exc}"
                     )
             await message.reject(requeue=False)
             return
@@ -312,7 +321,7 @@ class AgentRuntime:
     ) -> None:
         if action in (Action.REQUEUE, Action.REJECT) and self.db is not None:
             with contextlib.suppress(Exception):
-                await repo.record_error(self.db, msg.message_id, self.agent, self.pod, error)
+                await repo.record_error(self.db, msg.message_id, self.key, self.pod, error)
         try:
             if action is Action.ACK:
                 await message.ack()
@@ -343,6 +352,8 @@ class AgentRuntime:
         conv = await repo.load_conversation(db, msg.conversation_id)
         if conv is None:
             raise UnknownConversationError(f"no conversation {msg.conversation_id} ({msg.conversation})")
+        if conversation_namespace(conv.name) != self.namespace:
+            raise MisroutedError(f"conversation {conv.name} is not in namespace {self.namespace!r}")
         if msg.seq < conv.next_seq or await repo.is_processed(db, msg.message_id):
             await publish_outbox(db, bus, conv.id)  # a crash after commit left it unpublished
             return "duplicate"
@@ -373,7 +384,7 @@ class AgentRuntime:
         role = participant.role.value if participant else self.s.agent_role
         if self.agent == spec.moderator_name():
             role = "moderator"
-        memory = await repo.load_memory(db, self.agent, conv.id) if self.s.memory_enabled else []
+        memory = await repo.load_memory(db, self.key, conv.id) if self.s.memory_enabled else []
         members = [p.agent_ref for p in spec.participants if p.agent_ref != spec.moderator_name()]
         selected = spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED
         ctx = TurnContext(
@@ -434,7 +445,8 @@ class AgentRuntime:
                 to=decision.speaker,
                 traceparent=traceparent,
             )
-            next_message = repo.NextMessage(nxt.message_id, nxt.seq, decision.speaker, nxt.body())
+            receiver = participant_key(conv.name, decision.speaker)
+            next_message = repo.NextMessage(nxt.message_id, nxt.seq, receiver, nxt.body())
         outcome = await repo.commit_turn(
             db,
             self._new_turn(conv.id, msg, role, completion, traceparent),
@@ -469,6 +481,7 @@ class AgentRuntime:
             conversation_id=conversation_id,
             seq=msg.seq,
             speaker=self.agent,
+            agent=self.key,
             role=role,
             content=completion.content,
             tokens_in=completion.tokens_in,
@@ -526,7 +539,7 @@ class AgentRuntime:
                 db,
                 message_id=msg.message_id if msg else key,
                 conversation_id=msg.conversation_id if msg else None,
-                agent=self.agent,
+                agent=self.key,
                 death_reason=death_reason,
                 deliveries=deliveries,
                 reason=reason,

@@ -14,6 +14,8 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STOA_", extra="ignore", frozen=True)
 
     agent_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    # The Agent's namespace (downward API); "" for ``stoa run``. Scopes the agent key (identity.py).
+    namespace: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$", max_length=63)
     agent_role: str = "member"
     persona: str = "You are a helpful participant in a conversation."
     pod_name: str = "local"

@@ -62,10 +62,12 @@ def runtime_name(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
-def agent_queue(agent: str) -> str:
+def agent_queue(namespace: str, agent: str) -> str:
+    """The queue of Agent ``namespace/agent``: agent identity is namespace-scoped in the runtime."""
     from stoa_agents.bus.topology import queue_name
+    from stoa_agents.identity import agent_key
 
-    return queue_name(agent)
+    return queue_name(agent_key(namespace, agent))
 
 
 def transcript_hint(namespace: str, name: str) -> str:
@@ -217,11 +219,11 @@ class Runtime:
 
     # -- agents --------------------------------------------------------------------------------------
 
-    def agent_status(self, conn: Connection, agent: str) -> AgentRecord:
+    def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentRecord:
         async def go() -> AgentRecord:
             from stoa_agents import control
 
-            st = await control.agent_status(await self._pool(conn.postgres_dsn), agent)
+            st = await control.agent_status(await self._pool(conn.postgres_dsn), agent, namespace)
             return AgentRecord(
                 active_pod=st.active_pod,
                 previous_pod=st.previous_pod,

@@ -60,7 +60,9 @@ class Bus:
             await self.connection.close()
 
     async def declare_agent(self, agent: str) -> tuple[AbstractQueue, AbstractQueue]:
-        """Idempotent: dead-letter exchange + DLQ, then the agent's single-active-consumer quorum queue."""
+        """Idempotent: dead-letter exchange + DLQ, then the agent's single-active-consumer quorum queue.
+
+        ``agent`` is the agent key (``identity.agent_key``: ``<namespace>/<name>`` or a bare name)."""
         dlx = await self.channel.declare_exchange(
             DEAD_LETTER_EXCHANGE, aio_pika.ExchangeType.DIRECT, durable=True
         )
@@ -77,7 +79,9 @@ class Bus:
     async def publish(
         self, agent: str, body: bytes, *, message_id: str, headers: dict[str, Any] | None = None
     ) -> None:
-        """Persistent, mandatory, and returns only after the broker confirmed it (raises otherwise)."""
+        """Persistent, mandatory, and returns only after the broker confirmed it (raises otherwise).
+
+        ``agent`` is the agent key of the receiving agent (the outbox row's ``routing_key``)."""
         if agent not in self._declared:
             await self.declare_agent(agent)
         message = aio_pika.Message(

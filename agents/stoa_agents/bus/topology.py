@@ -4,19 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from stoa_agents.identity import split_agent_key
+
 DEAD_LETTER_EXCHANGE = "stoa.dlx"
 
 
-def queue_name(agent: str) -> str:
-    return f"stoa.agent.{agent}"
+def queue_name(key: str) -> str:
+    """``stoa.agent.<namespace>.<name>`` for the agent key ``<namespace>/<name>``; ``stoa.agent.<name>``
+    for an unscoped key (``stoa run``). DNS labels hold no dots, so the name is unambiguous."""
+    namespace, agent = split_agent_key(key)
+    return f"stoa.agent.{namespace}.{agent}" if namespace else f"stoa.agent.{agent}"
 
 
-def dead_letter_queue_name(agent: str) -> str:
-    return f"stoa.agent.{agent}.dlq"
+def dead_letter_queue_name(key: str) -> str:
+    return f"{queue_name(key)}.dlq"
 
 
-def queue_arguments(agent: str, delivery_limit: int) -> dict[str, Any]:
+def queue_arguments(key: str, delivery_limit: int) -> dict[str, Any]:
     """One active consumer + hot standbys, bounded redeliveries, at-least-once dead-lettering.
+
+    ``key`` is the agent key (``agent_key``); it is also the dead-letter routing key.
 
     ``x-delivery-limit`` must be an int (a string is silently ignored); at-least-once dead-lettering only
     holds together with ``x-overflow: reject-publish``.
@@ -28,7 +35,7 @@ def queue_arguments(agent: str, delivery_limit: int) -> dict[str, Any]:
         "x-single-active-consumer": True,
         "x-delivery-limit": delivery_limit,
         "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
-        "x-dead-letter-routing-key": agent,
+        "x-dead-letter-routing-key": key,
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }

@@ -9,6 +9,10 @@ from importlib import resources
 
 import asyncpg
 
+from stoa_agents.identity import memory_schema
+
+__all__ = ["MIGRATION_LOCK", "Migration", "available_migrations", "ensure_memory", "memory_schema", "migrate"]
+
 log = logging.getLogger("stoa.agents.store")
 
 MIGRATION_LOCK = 0x5704_0001  # pg_advisory_lock key shared by every Stoa runtime process
@@ -64,15 +68,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
-def memory_schema(agent: str) -> str:
-    """The private schema of one agent (names are DNS labels, so this is a safe identifier)."""
-    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", agent):
-        raise ValueError(f"not an agent name: {agent!r}")
-    return "agent_" + agent.replace("-", "_")
-
-
 async def ensure_memory(conn: asyncpg.Connection, agent: str, retention_days: int) -> None:
-    """Create the agent's private memory schema and drop notes older than the retention."""
+    """Create the private memory schema of agent key ``agent`` and drop notes older than the retention."""
     schema = memory_schema(agent)
     await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
     try:

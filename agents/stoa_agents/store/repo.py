@@ -60,7 +60,8 @@ class OutboxRow:
 class NewTurn:
     conversation_id: str
     seq: int
-    speaker: str
+    speaker: str  # bare Agent name (the transcript and the protocol)
+    agent: str  # agent key (identity.agent_key): totals, activity, processed row, memory schema
     role: str
     content: str
     tokens_in: int
@@ -77,7 +78,7 @@ class NewTurn:
 class NextMessage:
     message_id: str
     seq: int
-    routing_key: str
+    routing_key: str  # agent key of the receiver (identity.participant_key)
     body: bytes
 
 
@@ -139,6 +140,7 @@ async def load_transcript(db: asyncpg.Pool, conversation_id: str, after_seq: int
 
 
 async def load_memory(db: asyncpg.Pool, agent: str, conversation_id: str) -> list[str]:
+    """The notes of agent key ``agent`` about one conversation."""
     schema = memory_schema(agent)
     rows = await db.fetch(
         f"SELECT note FROM {schema}.memory WHERE conversation_id = $1 ORDER BY seq",  # noqa: S608 (safe name)
@@ -235,7 +237,7 @@ async def commit_turn(
             " VALUES ($1, $2, $3, $4, 'stored')",
             turn.message_id,
             conv_id,
-            turn.speaker,
+            turn.agent,
             turn.pod,
         )
         new_phase = end[0] if end else (Phase.SUSPENDED if phase is Phase.SUSPENDED else Phase.RUNNING)
@@ -260,7 +262,7 @@ async def commit_turn(
             " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
             " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
             " updated_at = now()",
-            turn.speaker,
+            turn.agent,
             turn.tokens_in,
             turn.tokens_out,
             turn.cost_usd,
@@ -276,7 +278,7 @@ async def commit_turn(
                 next_message.body,
             )
         if memory_note:
-            schema = memory_schema(turn.speaker)
+            schema = memory_schema(turn.agent)
             await conn.execute(
                 f"INSERT INTO {schema}.memory (conversation_id, seq, note) VALUES ($1, $2, $3)"  # noqa: S608
                 " ON CONFLICT DO NOTHING",
@@ -286,7 +288,7 @@ async def commit_turn(
             )
         await conn.execute(
             "UPDATE stoa.agent_activity SET last_seen_at = now() WHERE agent = $1 AND pod = $2",
-            turn.speaker,
+            turn.agent,
             turn.pod,
         )
         return "stored"
@@ -357,7 +359,7 @@ async def mark_published(db: asyncpg.Pool, outbox_id: int) -> None:
 
 
 async def record_activity(db: asyncpg.Pool, agent: str, pod: str) -> str | None:
-    """This pod now consumes for ``agent``; returns the pod it took over from (None if none/same)."""
+    """This pod now consumes for agent key ``agent``; returns the pod it took over from (None: none/same)."""
     row = await db.fetchrow(
         "WITH old AS (SELECT pod FROM stoa.agent_activity WHERE agent = $1)"
         " INSERT INTO stoa.agent_activity AS a (agent, pod) VALUES ($1, $2)"

@@ -41,7 +41,7 @@ def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, 
     if conn is None:
         return {}, readiness.runtime_synced(problem, configured=False)
     try:
-        rec = ctx.runtime.agent_status(conn, name)
+        rec = ctx.runtime.agent_status(conn, namespace, name)
     except RuntimeUnavailableError as exc:
         return {}, readiness.runtime_synced(str(exc), configured=True)
     fields = {
@@ -65,7 +65,7 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         message = f"invalid spec: {exc.errors()[0]['msg']}"
         finish(ctx, body, readiness.invalid(message), {})
         raise InvalidSpecError(f"Agent {namespace}/{name}: {message}") from exc
-    queue = agent_queue(name)
+    queue = agent_queue(namespace, name)
     missing = missing_references(ctx, namespace, spec)
     if missing:
         return finish(

@@ -240,7 +240,9 @@ class DebateRun:
         assert hold.held.wait(90), f"{VICTIM_AGENT} never asked the model for its turn {HELD_TURN}"
         timeline.mark(f"{VICTIM_AGENT} asks the model for its 2nd turn (held)", hold.held_at)
         activity = fetch(
-            self.conn.postgres_dsn, "SELECT pod FROM stoa.agent_activity WHERE agent = $1", VICTIM_AGENT
+            self.conn.postgres_dsn,
+            "SELECT pod FROM stoa.agent_activity WHERE agent = $1",
+            f"{self.ns}/{VICTIM_AGENT}",  # the runtime's agent key is namespace-scoped
         )
         assert activity, "the runtime recorded no active replica"
         self.victim = str(activity[0]["pod"])

@@ -113,8 +113,8 @@ def test_conversation_starts_once_across_restarts_suspends_and_stops(
     time.sleep(6)
     rows, outbox, phase = asyncio.run(_db_counts(postgres.dsn, f"{ns}/talk"))
     assert (rows, outbox, phase) == (1, 1, "Pending")
-    assert asyncio.run(_queue_depth(rabbitmq.url, f"stoa.agent.{first}")) == 1
-    assert asyncio.run(_queue_depth(rabbitmq.url, f"stoa.agent.{second}")) == 0
+    assert asyncio.run(_queue_depth(rabbitmq.url, f"stoa.agent.{ns}.{first}")) == 1
+    assert asyncio.run(_queue_depth(rabbitmq.url, f"stoa.agent.{ns}.{second}")) == 0
 
     # suspend: true pauses it (in Postgres and in status).
     cluster.patch("conversations", "talk", {"spec": {"suspend": True}})

@@ -104,7 +104,7 @@ def test_samples_create_children_and_status(operator: OperatorProcess, kube: Clu
         ag = wait_object(kube, "agents", name, lambda o: settled(o, "Progressing", "True", "RollingOut"), 30)
         assert cond(ag, "Ready")["reason"] == "Unavailable"
         assert cond(ag, "Degraded")["status"] == "False"
-        assert ag["status"]["queue"] == f"stoa.agent.{name}"
+        assert ag["status"]["queue"] == f"stoa.agent.{ns}.{name}"  # namespace-scoped
         assert cond(ag, "RuntimeSynced")["status"] == "False"  # Postgres unreachable
     events = kube.core.list_namespaced_event(ns).items
     assert any(e.reason == "RuntimeUnavailable" for e in events)

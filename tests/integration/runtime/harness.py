@@ -16,6 +16,7 @@ import asyncpg
 from stoa_agents.bus.broker import Bus
 from stoa_agents.control import conversation_status, start_conversation
 from stoa_agents.envcontract import agent_env
+from stoa_agents.identity import agent_key
 from stoa_agents.local.fleet import Fleet
 from stoa_agents.store.db import open_pool
 from stoa_agents.turns.policy import TERMINAL_PHASES, Phase
@@ -66,6 +67,7 @@ class Cluster:
     agents: list[str]
     supervisor: asyncio.Task[None] | None = None
     names: list[str] = field(default_factory=list)
+    namespace: str = ""  # the agents' STOA_NAMESPACE; conversations are then named <namespace>/<name>
 
     @classmethod
     async def start(
@@ -81,13 +83,17 @@ class Cluster:
         agents: int = 3,
         per_agent_env: dict[str, dict[str, str]] | None = None,
         metrics: bool = False,
+        namespace: str = "",
+        agent_names: list[str] | None = None,
     ) -> Cluster:
-        names = [f"{prefix}-m", f"{prefix}-a", f"{prefix}-b"][:agents]
+        """``namespace``/``agent_names``: run the agents as Agents of one namespace (same names may run in
+        another Cluster of another namespace; pods are then named ``<namespace>-<agent>-<i>-g<n>``)."""
+        names = agent_names or [f"{prefix}-m", f"{prefix}-a", f"{prefix}-b"][:agents]
         envs = {}
         for i, name in enumerate(names):
             role = "moderator" if i == 0 else ("pro" if i == 1 else "con")
             url = model_url if isinstance(model_url, str) else model_url[name]
-            envs[name] = agent_env(
+            envs[f"{namespace}-{name}" if namespace else name] = agent_env(
                 name,
                 AgentSpec(role=role, persona=f"You are {name}."),
                 model_base_url=url,
@@ -96,6 +102,7 @@ class Cluster:
                 postgres_dsn=postgres_dsn,
                 pod_name="",
                 metrics_port=0,
+                namespace=namespace,
                 extra={
                     "STOA_HEARTBEAT_SECONDS": "2",
                     "STOA_MODEL_BACKOFF_SECONDS": "0.05",
@@ -110,10 +117,10 @@ class Cluster:
             rabbitmq_url, name="stoa-test", delivery_limit=int((env or {}).get("STOA_DELIVERY_LIMIT", "3"))
         )
         for name in names:
-            await bus.declare_agent(name)
+            await bus.declare_agent(agent_key(namespace, name))
         fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2, metrics=metrics)
         fleet.start()
-        cluster = cls(db, bus, fleet, names)
+        cluster = cls(db, bus, fleet, names, namespace=namespace)
         cluster.supervisor = asyncio.create_task(cluster._supervise())
         return cluster
 
@@ -138,7 +145,8 @@ class Cluster:
         )
 
     async def start_conversations(self, count: int, max_turns: int = 9, label: str = "c") -> list[str]:
-        names = [f"{self.agents[0]}-{label}{i}" for i in range(count)]
+        scope = f"{self.namespace}/" if self.namespace else ""
+        names = [f"{scope}{self.agents[0]}-{label}{i}" for i in range(count)]
         for name in names:
             await start_conversation(self.db, self.bus, name, self.spec(max_turns))
         self.names.extend(names)

@@ -14,6 +14,7 @@ from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import Owner
 from stoa_operator.builders.gateway import GatewayInputs, build_gateway, key_envs, render_config
 from stoa_operator.k8s.resources import resource_for
+from stoa_operator.runtime_adapter import agent_queue
 
 GOLDEN = Path(__file__).parent / "golden"
 OWNER = Owner("stoa.dev/v1alpha1", "Agent", "pro", "uid-1", "ns").reference()
@@ -29,7 +30,7 @@ def _agent_inputs(**spec: Any) -> AgentInputs:
         image="img:1",
         connection_secret="stoa-connections",
         model_base_url="http://stoa-gateway.ns.svc:8080/v1",
-        queue="stoa.agent.pro",
+        queue=agent_queue("ns", "pro"),
     )
 
 
