@@ -5,15 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import ValidationError
-
 from stoa_api.agent import AgentSpec
 from stoa_operator.builders.agent import CONNECTION_KEYS, AgentInputs, build_agent
 from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
-from stoa_operator.errors import InvalidSpecError
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
-from stoa_operator.reconcile.context import Context, Outcome, finish
+from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
 from stoa_operator.runtime_adapter import RuntimeUnavailableError, agent_queue
 
 log = logging.getLogger(__name__)
@@ -59,12 +56,7 @@ def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, 
 def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    try:
-        spec = AgentSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        message = f"invalid spec: {exc.errors()[0]['msg']}"
-        finish(ctx, body, readiness.invalid(message), {})
-        raise InvalidSpecError(f"Agent {namespace}/{name}: {message}") from exc
+    spec = validated_spec(ctx, body, AgentSpec)
     queue = agent_queue(namespace, name)
     missing = missing_references(ctx, namespace, spec)
     if missing:

@@ -7,8 +7,12 @@ import datetime as dt
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from stoa_operator.errors import InvalidSpecError
+from stoa_operator.reconcile import readiness
 from stoa_operator.reconcile.conditions import (
     Event,
     Observation,
@@ -102,3 +106,17 @@ def finish(
         ctx.kube.event(body, event.type, event.reason, event.message, ctx.clock())
     reason = "; ".join(o.message for o in observations if o.type == "Degraded" and o.status)
     return Outcome(desired, events, written, retry_in, reason)
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def validated_spec(ctx: Context, body: dict[str, Any], model: type[SpecT]) -> SpecT:
+    """The typed spec; an invalid one sets Degraded/InvalidSpec and raises a permanent error."""
+    meta = body["metadata"]
+    try:
+        return model.model_validate(body.get("spec") or {})
+    except ValidationError as exc:
+        message = f"invalid spec: {exc.errors()[0]['msg']}"
+        finish(ctx, body, readiness.invalid(message), {})
+        raise InvalidSpecError(f"{body['kind']} {meta['namespace']}/{meta['name']}: {message}") from exc

@@ -8,24 +8,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from stoa_api.conversation import ConversationSpec, TranscriptRetention
-from stoa_operator.errors import InvalidSpecError, TemporaryError
+from stoa_operator.errors import TemporaryError
 from stoa_operator.models.kinds import AGENT
 from stoa_operator.reconcile import readiness
-from stoa_operator.reconcile.context import Context, Outcome, finish
+from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
 from stoa_operator.runtime_adapter import RuntimeUnavailableError, runtime_name, transcript_hint
 
 log = logging.getLogger(__name__)
 TERMINAL = ("Succeeded", "Failed")
-
-
-def _spec(ctx: Context, body: dict[str, Any]) -> ConversationSpec:
-    meta = body["metadata"]
-    try:
-        return ConversationSpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        message = f"invalid spec: {exc.errors()[0]['msg']}"
-        finish(ctx, body, readiness.invalid(message), {})
-        raise InvalidSpecError(f"Conversation {meta['namespace']}/{meta['name']}: {message}") from exc
 
 
 def is_settled(body: dict[str, Any]) -> bool:
@@ -38,7 +28,7 @@ def is_settled(body: dict[str, Any]) -> bool:
 def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    spec = _spec(ctx, body)
+    spec = validated_spec(ctx, body, ConversationSpec)
     base = {"runtimeName": runtime_name(namespace, name), "transcript": transcript_hint(namespace, name)}
     missing = [
         f"Agent {p.agent_ref} not found"

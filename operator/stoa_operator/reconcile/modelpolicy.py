@@ -16,10 +16,9 @@ from stoa_operator.builders.common import (
     selector,
 )
 from stoa_operator.builders.gateway import GatewayInputs, build_gateway, config_hash, key_envs, render_config
-from stoa_operator.errors import InvalidSpecError
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
-from stoa_operator.reconcile.context import Context, Outcome, finish
+from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +100,7 @@ def _target_health(ctx: Context, namespace: str, name: str, spec: ModelPolicySpe
 def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    try:
-        spec = ModelPolicySpec.model_validate(body.get("spec") or {})
-    except ValidationError as exc:
-        message = f"invalid spec: {exc.errors()[0]['msg']}"
-        finish(ctx, body, readiness.invalid(message), {})
-        raise InvalidSpecError(f"ModelPolicy {namespace}/{name}: {message}") from exc
+    spec = validated_spec(ctx, body, ModelPolicySpec)
     deployment, config_text = sync_gateway(ctx, namespace)
     problems = _missing_secrets(ctx, namespace, spec)
     _, conflicts = key_envs({name: spec} | {n: s for n, (s, _) in live_policies(ctx, namespace).items()})
