@@ -16,12 +16,13 @@ import signal
 import ssl
 import subprocess
 import tempfile
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from stoa_devenv.errors import ComponentFailedError
-from stoa_devenv.procs import free_port, log_tail, wait_until
+from stoa_devenv.procs import free_port, log_tail, pid_alive, wait_until
 from stoa_devenv.tools import etcd_binary, k8s_bindir
 
 
@@ -55,16 +56,9 @@ class ControlPlane:
         log.close()
         self.pids[name] = proc.pid
 
-    def _exited(self, name: str) -> bool:
-        try:
-            pid, _ = os.waitpid(self.pids[name], os.WNOHANG)
-        except ChildProcessError:
-            return False
-        return pid != 0
-
     def _alive(self, name: str) -> bool:
         """True while the process runs; raises with its log tail once it has exited."""
-        if self._exited(name):
+        if _gone(self.pids[name]):
             raise ComponentFailedError(f"{name} exited{log_tail(self.base / f'{name}.log')}")
         return True
 
@@ -206,6 +200,7 @@ class ControlPlane:
         self.kubeconfig.chmod(0o600)
 
     def stop(self) -> None:
+        """SIGTERM each component's process group (controller-manager first), SIGKILL after 10 s."""
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             pid = self.pids.pop(name, None)
             if pid is None:
@@ -214,21 +209,21 @@ class ControlPlane:
                 os.killpg(pid, signal.SIGTERM)
             except ProcessLookupError:
                 continue
-            for _ in range(100):
-                try:
-                    waited, _ = os.waitpid(pid, os.WNOHANG)
-                    if waited:
-                        break
-                except ChildProcessError:
-                    try:
-                        os.kill(pid, 0)
-                    except ProcessLookupError:
-                        break
-                subprocess.run(["sleep", "0.1"], check=False)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while not _gone(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _gone(pid: int) -> bool:
+    """Whether a component has exited: reaped if it is our child (``up`` in this process), else gone."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not pid_alive(pid)
+    return waited != 0
