@@ -176,6 +176,23 @@ MODEL_POLICY = Kind(
     },
 )
 
+
+QUANTITIES = Rule(
+    "(!has(self.cpu) || isQuantity(self.cpu)) && (!has(self.memory) || isQuantity(self.memory))",
+    "cpu and memory must be Kubernetes quantities (e.g. 100m, 256Mi)",
+)
+
+
+def _requests_within_limits(resource: str) -> Rule:
+    """CEL: when both are set and valid, ``requests.<resource>`` must not exceed ``limits.<resource>``."""
+    req, lim = f"self.requests.{resource}", f"self.limits.{resource}"
+    return Rule(
+        f"!has(self.requests) || !has(self.limits) || !has({req}) || !has({lim}) || "
+        f"!isQuantity({req}) || !isQuantity({lim}) || quantity({req}).compareTo(quantity({lim})) <= 0",
+        f"requests.{resource} must not exceed limits.{resource}",
+    )
+
+
 AGENT = Kind(
     kind="Agent",
     plural="agents",
@@ -231,35 +248,9 @@ AGENT = Kind(
                 ".env",
             ),
         ),
-        ".spec.resources.requests": (
-            Rule(
-                "(!has(self.cpu) || isQuantity(self.cpu)) && (!has(self.memory) || isQuantity(self.memory))",
-                "cpu and memory must be Kubernetes quantities (e.g. 100m, 256Mi)",
-            ),
-        ),
-        ".spec.resources.limits": (
-            Rule(
-                "(!has(self.cpu) || isQuantity(self.cpu)) && (!has(self.memory) || isQuantity(self.memory))",
-                "cpu and memory must be Kubernetes quantities (e.g. 100m, 256Mi)",
-            ),
-        ),
-        ".spec.resources": (
-            Rule(
-                "!has(self.requests) || !has(self.limits) || "
-                "!has(self.requests.cpu) || !has(self.limits.cpu) || "
-                "!isQuantity(self.requests.cpu) || "
-                "!isQuantity(self.limits.cpu) || "
-                "quantity(self.requests.cpu).compareTo(quantity(self.limits.cpu)) <= 0",
-                "requests.cpu must not exceed limits.cpu",
-            ),
-            Rule(
-                "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || "
-                "!has(self.limits.memory) || !isQuantity(self.requests.memory) || "
-                "!isQuantity(self.limits.memory) || "
-                "quantity(self.requests.memory).compareTo(quantity(self.limits.memory)) <= 0",
-                "requests.memory must not exceed limits.memory",
-            ),
-        ),
+        ".spec.resources.requests": (QUANTITIES,),
+        ".spec.resources.limits": (QUANTITIES,),
+        ".spec.resources": (_requests_within_limits("cpu"), _requests_within_limits("memory")),
     },
     extra={
         ".spec.fallbackPolicies": {"maxItems": 8},
