@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,30 @@ async def _some_progress(cluster: Cluster, names: list[str], turns: int = 3) -> 
     raise AssertionError("no progress before the outage")
 
 
+async def _restart_broker(cluster: Cluster, rabbitmq: RabbitMQServer, postgres: PostgresServer) -> None:
+    await cluster.bus.close()  # the test's own publisher; the agents must reconnect by themselves
+    await asyncio.to_thread(rabbitmq.restart)
+    cluster.bus = await type(cluster.bus).connect(rabbitmq.url, name="stoa-test")
+
+
+async def _restart_postgres(cluster: Cluster, rabbitmq: RabbitMQServer, postgres: PostgresServer) -> None:
+    await asyncio.to_thread(postgres.restart, "immediate")  # a crash: no checkpoint
+
+
 @pytest.mark.slow
-async def test_broker_restart_mid_conversation(
-    postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
+@pytest.mark.parametrize(
+    ("prefix", "outage"), [("mq", _restart_broker), ("pg", _restart_postgres)], ids=["broker", "postgres"]
+)
+async def test_restart_mid_conversation(
+    prefix: str,
+    outage: Callable[[Cluster, RabbitMQServer, PostgresServer], Awaitable[None]],
+    postgres: PostgresServer,
+    rabbitmq: RabbitMQServer,
+    runtime_logs: Path,
 ) -> None:
     fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.1))
     cluster = await Cluster.start(
-        prefix=unique_prefix("mq"),
+        prefix=unique_prefix(prefix),
         postgres_dsn=postgres.dsn,
         rabbitmq_url=rabbitmq.url,
         model_url=fake.base_url,
@@ -40,33 +58,7 @@ async def test_broker_restart_mid_conversation(
     try:
         names = await cluster.start_conversations(3, max_turns=TURNS)
         await _some_progress(cluster, names)
-        await cluster.bus.close()
-        await asyncio.to_thread(rabbitmq.restart)
-        cluster.bus = await type(cluster.bus).connect(rabbitmq.url, name="stoa-test")
-        await cluster.wait_finished(names, within=150)
-        for name in names:
-            assert await cluster.check_exactly_once(name, TURNS) == TURNS
-    finally:
-        await cluster.close()
-        await fake.close()
-
-
-@pytest.mark.slow
-async def test_postgres_restart_mid_conversation(
-    postgres: PostgresServer, rabbitmq: RabbitMQServer, runtime_logs: Path
-) -> None:
-    fake = await start_fake_provider(replies=distinct_replies(), default=Behaviour(latency=0.1))
-    cluster = await Cluster.start(
-        prefix=unique_prefix("pg"),
-        postgres_dsn=postgres.dsn,
-        rabbitmq_url=rabbitmq.url,
-        model_url=fake.base_url,
-        log_dir=runtime_logs,
-    )
-    try:
-        names = await cluster.start_conversations(3, max_turns=TURNS)
-        await _some_progress(cluster, names)
-        await asyncio.to_thread(postgres.restart, "immediate")
+        await outage(cluster, rabbitmq, postgres)
         await cluster.wait_finished(names, within=150)
         for name in names:
             assert await cluster.check_exactly_once(name, TURNS) == TURNS
