@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import helm_binary, kubectl_binary
+from tests.e2e.manifests import deployment
 
 WIDGET_CRD: dict[str, Any] = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -98,22 +99,8 @@ def _try_create(custom: client.CustomObjectsApi, body: dict[str, Any]) -> bool:
 def test_deployment_gets_replicaset_and_pods_from_controller_manager(api: client.ApiClient) -> None:
     apps = client.AppsV1Api(api)
     name = f"smoke-{uuid.uuid4().hex[:6]}"
-    labels = {"app": name}
     apps.create_namespaced_deployment(
-        "default",
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{"name": "main", "image": "example.invalid/none:1"}]},
-                },
-            },
-        },
+        "default", deployment(name, {"containers": [{"name": "main", "image": "example.invalid/none:1"}]})
     )
     rs = _wait(
         lambda: apps.list_namespaced_replica_set("default", label_selector=f"app={name}").items,

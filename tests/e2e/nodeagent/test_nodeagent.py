@@ -21,6 +21,7 @@ import pytest
 
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import kubectl_binary
+from tests.e2e.manifests import deployment
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
 
@@ -65,50 +66,40 @@ def node(
 
 
 def _deployment(name: str) -> JSON:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
+    return deployment(
+        name,
+        {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "example.invalid/python:3.11",
+                    "command": ["python", "-m", "http.server"],
+                    "args": ["$(WEB_PORT)", "--bind", "127.0.0.1", "--directory", "/srv/www"],
+                    "env": [
+                        {"name": "WEB_PORT", "value": "8000"},
                         {
-                            "name": "web",
-                            "image": "example.invalid/python:3.11",
-                            "command": ["python", "-m", "http.server"],
-                            "args": ["$(WEB_PORT)", "--bind", "127.0.0.1", "--directory", "/srv/www"],
-                            "env": [
-                                {"name": "WEB_PORT", "value": "8000"},
-                                {
-                                    "name": "POD_NAME",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                },
-                                {
-                                    "name": "GREETING",
-                                    "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "greeting"}},
-                                },
-                                {"name": "MESSAGE", "value": "$(GREETING) from $(POD_NAME)"},
-                            ],
-                            "ports": [{"name": "http", "containerPort": 8000}],
-                            "readinessProbe": {
-                                "httpGet": {"path": "/index.html", "port": "http"},
-                                "periodSeconds": 1,
-                                "failureThreshold": 1,
-                            },
-                            "volumeMounts": [{"name": "www", "mountPath": "/srv/www"}],
-                        }
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        },
+                        {
+                            "name": "GREETING",
+                            "valueFrom": {"secretKeyRef": {"name": "web-secret", "key": "greeting"}},
+                        },
+                        {"name": "MESSAGE", "value": "$(GREETING) from $(POD_NAME)"},
                     ],
-                    "volumes": [{"name": "www", "configMap": {"name": "web-content"}}],
-                },
-            },
+                    "ports": [{"name": "http", "containerPort": 8000}],
+                    "readinessProbe": {
+                        "httpGet": {"path": "/index.html", "port": "http"},
+                        "periodSeconds": 1,
+                        "failureThreshold": 1,
+                    },
+                    "volumeMounts": [{"name": "www", "mountPath": "/srv/www"}],
+                }
+            ],
+            "volumes": [{"name": "www", "configMap": {"name": "web-content"}}],
         },
-    }
+    )
 
 
 def _pods(kube: Kube, namespace: str, app: str) -> list[JSON]:

@@ -18,6 +18,7 @@ import pytest
 
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import kubectl_binary
+from tests.e2e.manifests import deployment
 from tests.e2e.nodeagent import spec
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.fixtures import NodeAgentFactory
@@ -115,7 +116,6 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 
 
 def _web(name: str) -> JSON:
-    labels = {"app": name}
     server = (
         "import http.server, os\n"
         "class H(http.server.BaseHTTPRequestHandler):\n"
@@ -125,38 +125,29 @@ def _web(name: str) -> JSON:
         "        self.end_headers(); self.wfile.write(body)\n"
         "http.server.ThreadingHTTPServer(('127.0.0.1', int(os.environ['WEB_PORT'])), H).serve_forever()\n"
     )
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
+    return deployment(
+        name,
+        {
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "example.invalid/python:3.11",
+                    "command": ["python", "-c", server],
+                    "env": [
+                        {"name": "WEB_PORT", "value": "8000"},
                         {
-                            "name": "web",
-                            "image": "example.invalid/python:3.11",
-                            "command": ["python", "-c", server],
-                            "env": [
-                                {"name": "WEB_PORT", "value": "8000"},
-                                {
-                                    "name": "POD_NAME",
-                                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-                                },
-                            ],
-                            "ports": [{"name": "http", "containerPort": 8000}],
-                            "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
-                        }
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        },
                     ],
-                },
-            },
+                    "ports": [{"name": "http", "containerPort": 8000}],
+                    "readinessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
+                }
+            ],
         },
-    }
+    )
 
 
 CLIENT = (
