@@ -49,7 +49,7 @@ class ConversationStatus:
     agents: dict[str, AgentShare] = field(default_factory=dict)
 
     def as_status(self) -> dict[str, Any]:
-        """camelCase dict for the Conversation CR ``status``."""
+        """camelCase JSON view (``stoa transcript --json``), with the per-agent breakdown."""
         return {
             "phase": self.phase.value,
             "reason": self.reason,
