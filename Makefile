@@ -41,10 +41,11 @@ k8s-bins: venv ## Build (first time, ~4-20 min) or locate kube-apiserver, kube-c
 	$(BIN)/python -m stoa_devenv.tools
 
 .PHONY: lint
-lint: venv ## ruff (lint + format check) and mypy --strict
+lint: venv ## ruff (lint + format check), mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: venv ## Apply ruff fixes and formatting

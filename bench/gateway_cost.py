@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from stoa_gateway.fake_provider import start_fake_provider
 from stoa_gateway.server import start_gateway
+from stoa_testing.fake_provider import start_fake_provider
 
 RESULTS = Path(__file__).parent / "results"
 REPLY = "A reasonably detailed answer. " * 10  # 300 characters, ~75 tokens

@@ -17,9 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from stoa_gateway.fake_provider import Behaviour, RunningFake, start_fake_provider
-from stoa_gateway.loadgen import percentile
 from stoa_gateway.server import start_gateway
+from stoa_testing.fake_provider import Behaviour, RunningFake, start_fake_provider
+from stoa_testing.loadgen import percentile
 
 RESULTS = Path(__file__).parent / "results"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "ping"}]}

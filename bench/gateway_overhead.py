@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 
-from stoa_gateway.loadgen import run_load
+from stoa_testing.loadgen import run_load
 
 RESULTS = Path(__file__).parent / "results"
 BODY = {"model": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -102,7 +102,7 @@ async def main(args: argparse.Namespace) -> None:
                     [
                         sys.executable,
                         "-m",
-                        "stoa_gateway.fake_provider",
+                        "stoa_testing.fake_provider",
                         "--port",
                         str(ports[name]),
                         "--reply",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stoa_agents.control import agent_status, conversation_status, start_conversation
 from stoa_agents.local.fleet import Fleet
-from stoa_agents.local.sandbox import Env, conversation, environment, fleet_for, summary_ms, write_result
+from stoa_testing.sandbox import Env, conversation, environment, fleet_for, summary_ms, write_result
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import aio_pika
 
 from stoa_agents.control import conversation_status, start_conversation
-from stoa_agents.local.sandbox import Env, conversation, environment, fleet_for, write_result
 from stoa_agents.turns.policy import TERMINAL_PHASES
+from stoa_testing.sandbox import Env, conversation, environment, fleet_for, write_result
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -17,8 +17,9 @@ def agent_main(argv: Sequence[str]) -> int:
         description="Run one agent replica (configuration: STOA_* env, see docs/runtime.md)",
     )
     parser.parse_args(list(argv))
-    from stoa_agents.runtime import run_agent
-    from stoa_agents.settings import AgentSettings
+    # Each subcommand imports only what it runs (`stoa agent` must not load the local runner).
+    from stoa_agents.runtime import run_agent  # noqa: PLC0415
+    from stoa_agents.settings import AgentSettings  # noqa: PLC0415
 
     try:
         settings = AgentSettings()  # required fields come from the environment
@@ -36,14 +37,14 @@ def transcript_main(argv: Sequence[str]) -> int:
     parser.add_argument("--postgres-url", required=True, help="PostgreSQL DSN of the Stoa state store")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(list(argv))
-    from stoa_agents.local.transcript import print_transcript
+    from stoa_agents.local.transcript import print_transcript  # noqa: PLC0415 (per-subcommand import)
 
     return asyncio.run(print_transcript(args.postgres_url, args.conversation, as_json=args.json))
 
 
 def run_main(argv: Sequence[str]) -> int:
     """``stoa run DIR``: run the manifests of DIR locally (PostgreSQL, RabbitMQ, model, agents)."""
-    from stoa_agents.local.demo import build_parser, run_local
+    from stoa_agents.local.demo import build_parser, run_local  # noqa: PLC0415 (per-subcommand import)
 
     args = build_parser().parse_args(list(argv))
     try:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from stoa_api.agent import AgentSpec
 from stoa_api.base import API_VERSION
 from stoa_api.conversation import ConversationSpec
+from stoa_gateway.policy import ModelPolicySpec
 
 
 class ManifestError(ValueError):
@@ -28,8 +29,6 @@ class Manifest:
 
 
 def _spec_types() -> dict[str, type[BaseModel]]:
-    from stoa_gateway.policy import ModelPolicySpec
-
     return {"Agent": AgentSpec, "Conversation": ConversationSpec, "ModelPolicy": ModelPolicySpec}
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from stoa_devenv import commands as dev_commands
+    # Only `stoa dev` needs the dev tooling; delegated commands start without it.
+    from stoa_devenv import commands as dev_commands  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(prog="stoa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -26,7 +28,7 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "transcript": ("stoa_agents.cli", "transcript_main", "print a stored conversation transcript"),
     "operator": ("stoa_operator.cli", "main", "run the Kubernetes operator (also: crds|rbac generate|check)"),
     "gateway": ("stoa_gateway.cli", "main", "serve the model gateway for a ModelPolicy config file"),
-    "fake-model": ("stoa_gateway.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
+    "fake-model": ("stoa_testing.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
     "model-server": ("stoa_agents.local.model_server", "main", "serve the embedded demo model (SmolLM2)"),
 }
 
@@ -34,8 +36,6 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] in DELEGATED:
-        import importlib
-
         module, function, _ = DELEGATED[args_list[0]]
         entry = getattr(importlib.import_module(module), function)
         return int(entry(args_list[1:]) or 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import time
@@ -159,6 +160,4 @@ class Gateway:
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    import datetime as dt
-
     return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

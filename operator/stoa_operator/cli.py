@@ -3,9 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import logging
 import sys
 from collections.abc import Sequence
+
+import kopf
+from prometheus_client import start_http_server
+
+from stoa_operator import crdgen
+from stoa_operator.handlers import register
+from stoa_operator.k8s import rbac
+from stoa_operator.k8s.client import Kube
+from stoa_operator.k8s.gateway_probe import fetch_gateway_status
+from stoa_operator.metrics import Metrics
+from stoa_operator.reconcile.context import Context
+from stoa_operator.runtime_adapter import Runtime
+from stoa_operator.settings import OperatorSettings
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -26,19 +40,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def run(argv: Sequence[str]) -> int:
-    import concurrent.futures
-
-    import kopf
-    from prometheus_client import start_http_server
-
-    from stoa_operator.handlers import register
-    from stoa_operator.k8s.client import Kube
-    from stoa_operator.k8s.gateway_probe import fetch_gateway_status
-    from stoa_operator.metrics import Metrics
-    from stoa_operator.reconcile.context import Context
-    from stoa_operator.runtime_adapter import Runtime
-    from stoa_operator.settings import OperatorSettings
-
     args = parse_args(argv)
     settings = OperatorSettings()
     logging.basicConfig(
@@ -89,12 +90,8 @@ def run(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "crds":
-        from stoa_operator import crdgen
-
         return crdgen.main(args[1:])
     if args and args[0] == "rbac":
-        from stoa_operator.k8s import rbac
-
         return rbac.main(args[1:])
     return run(args)
 

@@ -15,6 +15,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from stoa_agents import control
+from stoa_agents.bus.broker import Bus
+from stoa_agents.bus.topology import queue_name
+from stoa_agents.identity import agent_key
+from stoa_agents.store.db import CONNECTION_ERRORS, open_pool
+from stoa_agents.turns.policy import TERMINAL_PHASES
 from stoa_api.conversation import ConversationSpec
 
 log = logging.getLogger(__name__)
@@ -64,9 +70,6 @@ def runtime_name(namespace: str, name: str) -> str:
 
 def agent_queue(namespace: str, agent: str) -> str:
     """The queue of Agent ``namespace/agent``: agent identity is namespace-scoped in the runtime."""
-    from stoa_agents.bus.topology import queue_name
-    from stoa_agents.identity import agent_key
-
     return queue_name(agent_key(namespace, agent))
 
 
@@ -118,8 +121,6 @@ class Runtime:
             raise RuntimeUnavailableError(f"runtime call timed out after {self.timeout:.0f}s") from exc
 
     async def _pool(self, dsn: str) -> Any:
-        from stoa_agents.store.db import open_pool
-
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -141,8 +142,6 @@ class Runtime:
             return pool
 
     async def _bus(self, url: str | None) -> Any:
-        from stoa_agents.bus.broker import Bus
-
         if url is None:
             raise RuntimeUnavailableError("RabbitMQ URL not configured")
         bus = self._buses.get(url)
@@ -155,8 +154,6 @@ class Runtime:
         return bus
 
     async def _guard(self, coro: Coroutine[Any, Any, T], what: str) -> T:
-        from stoa_agents.store.db import CONNECTION_ERRORS
-
         try:
             return await coro
         except RuntimeUnavailableError:
@@ -172,8 +169,6 @@ class Runtime:
         """Start once (any number of calls start it once) and follow ``spec.suspend``."""
 
         async def go() -> ConversationRecord:
-            from stoa_agents import control
-
             pool = await self._pool(conn.postgres_dsn)
             bus = await self._bus(conn.rabbitmq_url)
             status = await control.reconcile_conversation(
@@ -185,8 +180,6 @@ class Runtime:
 
     def conversation_status(self, conn: Connection, namespace: str, name: str) -> ConversationRecord | None:
         async def go() -> ConversationRecord | None:
-            from stoa_agents import control
-
             status = await control.conversation_status(
                 await self._pool(conn.postgres_dsn), runtime_name(namespace, name)
             )
@@ -198,9 +191,6 @@ class Runtime:
         """Stop (and purge when asked) the conversation this resource started; returns what was done."""
 
         async def go() -> str:
-            from stoa_agents import control
-            from stoa_agents.turns.policy import TERMINAL_PHASES
-
             pool = await self._pool(conn.postgres_dsn)
             key = runtime_name(namespace, name)
             status = await control.conversation_status(pool, key)
@@ -221,8 +211,6 @@ class Runtime:
 
     def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentRecord:
         async def go() -> AgentRecord:
-            from stoa_agents import control
-
             st = await control.agent_status(await self._pool(conn.postgres_dsn), agent, namespace)
             return AgentRecord(
                 active_pod=st.active_pod,

@@ -27,6 +27,9 @@ from stoa_agents.turns.policy import TERMINAL_PHASES, speaker_for
 from stoa_api.agent import AgentSpec
 from stoa_api.conversation import ConversationSpec
 from stoa_api.manifests import Manifest, load_manifests
+from stoa_devenv.postgres import PostgresServer
+from stoa_devenv.rabbitmq import RabbitMQServer
+from stoa_gateway.server import start_gateway
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,8 +104,6 @@ class Services:
     async def postgres(self, url: str | None) -> str:
         if url:
             return url
-        from stoa_devenv.postgres import PostgresServer
-
         print("Starting PostgreSQL ...", flush=True)
         server = await asyncio.to_thread(lambda: PostgresServer(fsync=False).start())
         self.started.append(server)
@@ -111,8 +112,6 @@ class Services:
     async def rabbitmq(self, url: str | None) -> str:
         if url:
             return url
-        from stoa_devenv.rabbitmq import RabbitMQServer
-
         print("Starting RabbitMQ (~10 s) ...", flush=True)
         server = await asyncio.to_thread(lambda: RabbitMQServer().start())
         self.started.append(server)
@@ -197,8 +196,6 @@ class LocalRun:
         return self.embedded.base_url, MODEL_ALIAS
 
     async def gateway_url(self, policies: dict[str, Any], model_url: str, model_name: str) -> str:
-        from stoa_gateway.server import start_gateway
-
         config = self.work / "gateway.yaml"
         await asyncio.to_thread(
             config.write_text, yaml.safe_dump(local_gateway_config(policies, model_url, model_name))

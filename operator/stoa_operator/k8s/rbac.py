@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,6 @@ def render_yaml(namespace: str = "stoa-system") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     if args == ["generate"]:
         RBAC_FILE.parent.mkdir(parents=True, exist_ok=True)

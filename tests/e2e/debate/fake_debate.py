@@ -1,4 +1,4 @@
-"""A scripted debate model: Stoa's fake provider (``stoa_gateway.fake_provider``) with replies that depend on
+"""A scripted debate model: Stoa's fake provider (``stoa_testing.fake_provider``) with replies that depend on
 who asks, in its own thread and event loop, plus one "hold" to delete a pod in the middle of a turn.
 
 The speaker is recognised by its persona (the system message the runtime sends). Debaters get a new
@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from stoa_agents.turns.prompts import MODERATOR_CLOSING, MODERATOR_OPENING
-from stoa_gateway.fake_provider import Behaviour, FakeState, create_fake_app
+from stoa_testing.fake_provider import Behaviour, FakeState, create_fake_app
 
 PRO = [
     "AI creates jobs: hospitals hired data annotators and imaging technicians when diagnostic AI arrived.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,8 +205,6 @@ def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube
 
 
 def test_operator_metrics_and_liveness(operator: OperatorProcess) -> None:
-    import urllib.request
-
     text = (
         urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
     )

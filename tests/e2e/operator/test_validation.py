@@ -11,7 +11,7 @@ import yaml
 from kubernetes.client.rest import ApiException
 
 from stoa_devenv.cluster import ControlPlane
-from tests.e2e.operator.harness import REPO, Cluster, wait_for
+from tests.e2e.operator.harness import REPO, Cluster, kubectl, wait_for
 from tests.e2e.operator.invalid_inputs import BAD_INPUTS, BAD_UPDATES, manifest
 
 PLURALS = {"ModelPolicy": "modelpolicies", "Agent": "agents", "Conversation": "conversations"}
@@ -95,8 +95,6 @@ def test_invalid_update_rejected(
 
 
 def test_kubectl_get_stoa_category_and_short_names(crds: ControlPlane, cluster: Cluster) -> None:
-    from tests.e2e.operator.harness import kubectl
-
     for _, doc in [d for d in _sample_docs() if d[0].startswith("crds")]:
         _create(cluster, doc, dry_run=False)
     # kubectl's discovery cache may predate the CRDs for a moment: retry briefly.

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from stoa_gateway.fake_provider import RunningFake, start_fake_provider
-from stoa_gateway.testing import FakeFactory, GatewayFactory
+from stoa_testing.fake_provider import RunningFake, start_fake_provider
+from stoa_testing.gateway import FakeFactory, GatewayFactory
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import time
 
 import aiohttp
 
-from stoa_gateway.fake_provider import Behaviour
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, metric, target
+from stoa_testing.fake_provider import Behaviour
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, metric, target
 
 
 def closed_port_url() -> str:

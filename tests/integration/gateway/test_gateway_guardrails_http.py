@@ -6,7 +6,7 @@ import json
 
 import aiohttp
 
-from stoa_gateway.testing import (
+from stoa_testing.gateway import (
     FakeFactory,
     GatewayFactory,
     ask,

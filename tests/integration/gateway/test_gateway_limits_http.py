@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, metric, target
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, metric, target
 
 
 async def test_target_rpm_limit_falls_back_then_rejects_with_retry_after(

@@ -7,8 +7,8 @@ from collections import Counter
 
 import aiohttp
 
-from stoa_gateway.fake_provider import Behaviour
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, target
+from stoa_testing.fake_provider import Behaviour
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, target
 
 
 async def test_weighted_split_within_tolerance(

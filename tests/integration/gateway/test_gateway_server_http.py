@@ -8,8 +8,8 @@ import aiohttp
 import openai
 import pytest
 
-from stoa_gateway.fake_provider import Behaviour
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, metric, target
+from stoa_testing.fake_provider import Behaviour
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, metric, target
 
 
 async def test_official_openai_client_works_unchanged(fake: FakeFactory, gateway: GatewayFactory) -> None:

@@ -6,8 +6,8 @@ import json
 
 import aiohttp
 
-from stoa_gateway.fake_provider import Behaviour
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat_stream, metric, stream_text, target
+from stoa_testing.fake_provider import Behaviour
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat_stream, metric, stream_text, target
 
 
 async def test_failover_before_first_token_is_transparent(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stoa_gateway.fake_provider import RunningFake, start_fake_provider
+from stoa_testing.fake_provider import RunningFake, start_fake_provider
 from tests.integration.runtime.harness import distinct_replies
 
 

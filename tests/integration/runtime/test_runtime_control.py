@@ -28,7 +28,7 @@ from stoa_agents.store.repo import record_activity
 from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import Behaviour, start_fake_provider
+from stoa_testing.fake_provider import Behaviour, start_fake_provider
 from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
 
 

@@ -15,7 +15,7 @@ from stoa_agents.control import agent_status, conversation_status
 from stoa_agents.turns.policy import speaker_for
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import Behaviour, RunningFake, start_fake_provider
+from stoa_testing.fake_provider import Behaviour, RunningFake, start_fake_provider
 from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
 
 TURNS = 9

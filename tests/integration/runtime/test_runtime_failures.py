@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from stoa_agents.control import conversation_status, start_conversation
 from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import Behaviour, RunningFake, start_fake_provider
+from stoa_testing.fake_provider import Behaviour, RunningFake, start_fake_provider
 from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
 
 
@@ -73,8 +74,6 @@ async def test_poison_message_is_dead_lettered_and_fails_only_its_conversation(
             )
             if row is not None:
                 break
-            import asyncio
-
             await asyncio.sleep(0.1)
         assert row is not None, cluster.log_tail()
         assert row["death_reason"] == "rejected"

@@ -11,7 +11,7 @@ import pytest
 
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import start_fake_provider
+from stoa_testing.fake_provider import start_fake_provider
 from tests.integration.runtime.harness import distinct_replies
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -8,7 +8,7 @@ import pytest
 
 from stoa_agents.model_client import ModelClient, ModelConfig, ModelError
 from stoa_devenv.procs import free_port
-from stoa_gateway.fake_provider import Behaviour, start_fake_provider
+from stoa_testing.fake_provider import Behaviour, start_fake_provider
 
 TP = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
 MESSAGES = [{"role": "user", "content": "hi"}]

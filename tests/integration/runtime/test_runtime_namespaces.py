@@ -15,7 +15,7 @@ from stoa_agents.identity import memory_schema
 from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import RunningFake
+from stoa_testing.fake_provider import RunningFake
 from tests.integration.runtime.harness import Cluster, unique_prefix
 
 AGENTS = ["moderator", "team-a", "team-b"]

@@ -11,7 +11,7 @@ import pytest
 from stoa_agents.control import conversation_status
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import Behaviour, start_fake_provider
+from stoa_testing.fake_provider import Behaviour, start_fake_provider
 from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
 
 TURNS = 16

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from stoa_api import parse_manifests
+from stoa_gateway.policy import RetryPolicy
 from stoa_operator.crdgen import openapi_schema, stale_crds, to_json_schema
 from stoa_operator.k8s import rbac
 
@@ -68,8 +69,6 @@ def test_schema_and_pydantic_reject_the_same_bad_specs(kind: str, spec: dict[str
 
 
 def test_defaults_in_the_crd_equal_the_pydantic_defaults() -> None:
-    from stoa_gateway.policy import RetryPolicy
-
     retry = openapi_schema("ModelPolicy")["properties"]["spec"]["properties"]["retry"]
     assert retry["default"] == {}
     assert retry["properties"]["retryOnStatuses"]["default"] == RetryPolicy().retry_on_statuses

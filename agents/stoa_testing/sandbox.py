@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import statistics
 import tempfile
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from stoa_api.agent import AgentSpec
 from stoa_api.conversation import ConversationSpec
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
-from stoa_gateway.fake_provider import RunningFake, start_fake_provider
+from stoa_testing.fake_provider import RunningFake, start_fake_provider
 
 
 def replies(n: int = 80) -> list[str]:
@@ -111,8 +112,6 @@ def conversation(agents: list[str], max_turns: int) -> ConversationSpec:
 
 
 def write_result(directory: Path, name: str, data: dict[str, Any]) -> Path:
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -9,8 +9,8 @@ from typing import Any
 
 import aiohttp
 
-from stoa_gateway.fake_provider import RunningFake
 from stoa_gateway.server import RunningGateway, start_gateway
+from stoa_testing.fake_provider import RunningFake
 
 FakeFactory = Callable[..., Awaitable[RunningFake]]
 
