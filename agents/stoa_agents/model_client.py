@@ -1,8 +1,8 @@
 """OpenAI-compatible chat completions over aiohttp, with bounded retries on 429/5xx/timeouts.
 
-Retries are hand-written (``backoff.next_delay``) rather than tenacity: the policy is ten lines, it must
-honour ``Retry-After`` and give every attempt its own ``traceparent`` span, and it keeps the dependency
-list short.
+Retries are hand-written with the gateway's own timing (``stoa_gateway.backoff``) rather than tenacity:
+the policy is ten lines, it must honour ``Retry-After`` and give every attempt its own ``traceparent``
+span, and it keeps the dependency list short.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 
-from stoa_agents.backoff import is_retryable_status, next_delay, parse_retry_after
+from stoa_agents.backoff import is_retryable_status
 from stoa_agents.tracing import child_traceparent, trace_id_of
+from stoa_gateway.backoff import parse_retry_after, retry_delay
 
 log = logging.getLogger("stoa.agents.model")
 
@@ -160,7 +161,7 @@ class ModelClient:
                     last_error = _error_text(resp.status, text)
                     if not is_retryable_status(resp.status):
                         raise ModelError(f"model {model_name} at {cfg.base_url}: {last_error}")
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                    retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
             except TimeoutError:
                 last_error = f"timed out after {cfg.timeout_seconds:g}s"
             except aiohttp.ClientConnectionError as exc:
@@ -186,7 +187,10 @@ class ModelClient:
                 last_error = f"invalid response: {exc}"
             attempt += 1
             if attempt < attempts:
-                delay = next_delay(attempt, retry_after, cfg.backoff_seconds, cfg.backoff_max_seconds)
+                cap = cfg.backoff_max_seconds
+                delay = retry_delay(
+                    attempt, retry_after, base=cfg.backoff_seconds, cap=cap, retry_after_cap=cap
+                )
                 log.warning(
                     "Model call failed agent=%s conversation=%s attempt=%d error=%r retry_in=%.2fs",
                     agent,

@@ -19,8 +19,10 @@ from stoa_gateway.breaker import (
     breaker_release,
     effective_state,
 )
+from stoa_gateway.limits import Limits, LocalLimits
 from stoa_gateway.metrics import GatewayMetrics
 from stoa_gateway.policy import GatewayConfig, Target
+from stoa_gateway.priority import PriorityQueue
 from stoa_gateway.state import PolicyRuntime, TargetRuntime
 
 log = logging.getLogger("stoa.gateway")
@@ -28,10 +30,17 @@ log = logging.getLogger("stoa.gateway")
 
 class Gateway:
     def __init__(
-        self, config: GatewayConfig, config_hash: str, audit: AuditLog, metrics: GatewayMetrics
+        self,
+        config: GatewayConfig,
+        config_hash: str,
+        audit: AuditLog,
+        metrics: GatewayMetrics,
+        limits: Limits | None = None,
     ) -> None:
         self.audit = audit
         self.metrics = metrics
+        self.limits: Limits = limits or LocalLimits()
+        self.queues: dict[str, PriorityQueue] = {}
         self.runtimes: dict[str, PolicyRuntime] = {}
         self.session: aiohttp.ClientSession | None = None
         self.config = config
@@ -64,6 +73,12 @@ class Gateway:
         self.loaded_at = time.time()
         self.last_reload_error = None
         self.metrics.config_info.set(len(config.policies))
+
+    def queue(self, policy: str) -> PriorityQueue:
+        queue = self.queues.get(policy)
+        if queue is None:
+            queue = self.queues[policy] = PriorityQueue()
+        return queue
 
     @staticmethod
     def api_key(target: Target) -> str | None:
@@ -146,8 +161,10 @@ class Gateway:
                     "lastFailoverTime": _iso(rt.last_failover_at),
                     "lastSuccessTime": _iso(rt.last_success_at),
                 }
-            policies[name] = {"targets": targets, "spentTodayUSD": round(runtime.spent_today(time.time()), 6)}
+            spent = self.limits.spent(name, time.time())
+            policies[name] = {"targets": targets, "spentTodayUSD": round(spent, 6)}
         return {
+            "limits": self.limits.status(),
             "config": {
                 "hash": self.config_hash,
                 "loadedAt": _iso(self.loaded_at),

@@ -111,6 +111,30 @@ class GatewayMetrics:
             ["policy", "target"],
             registry=r,
         )
+        self.priority_requests = Counter(
+            "stoa_gateway_priority_requests",
+            "Client requests by priority class (X-Stoa-Priority) and final outcome",
+            ["policy", "priority", "outcome"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "stoa_gateway_queue_wait_seconds",
+            "Time from arrival to admission at the policy's limits, by priority",
+            ["policy", "priority"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queued = Gauge(
+            "stoa_gateway_queued_requests",
+            "Calls waiting at the policy's limits, by priority",
+            ["policy", "priority"],
+            registry=r,
+        )
+        self.limits_shared = Gauge(
+            "stoa_gateway_limits_shared",
+            "1 while limits and budgets are shared across replicas, 0 while this replica holds its share",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "stoa_gateway_config_reloads", "Config reloads by result (ok, error)", ["result"], registry=r
         )

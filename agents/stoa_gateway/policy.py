@@ -32,6 +32,17 @@ class Strategy(StrEnum):
     LOWEST_LATENCY = "lowestLatency"
 
 
+class Priority(StrEnum):
+    """A call's priority class (header ``X-Stoa-Priority``; Conversation and Agent ``spec.priority``)."""
+
+    CRITICAL = "critical"
+    NORMAL = "normal"
+    BATCH = "batch"
+
+
+PRIORITY_HEADER = "X-Stoa-Priority"
+
+
 class PiiKind(StrEnum):
     EMAIL = "email"
     PHONE = "phone"
@@ -134,7 +145,7 @@ class AgentLimit(_Spec):
 
 
 class RateLimitPolicy(_Spec):
-    """Per calling agent (``X-Stoa-Agent``); per-target limits live on each target. Per replica."""
+    """Per calling agent (``X-Stoa-Agent``); per-target limits live on each target. Across replicas."""
 
     per_agent: Limit | None = None
     agents: list[AgentLimit] = Field(default_factory=list)
@@ -170,6 +181,27 @@ class Guardrails(_Spec):
     max_output_tokens: int | None = Field(default=None, ge=1)
 
 
+class QueueSeconds(_Spec):
+    """How long a call of each priority may wait for capacity when its targets are at their limits."""
+
+    critical: float = Field(default=10.0, ge=0, le=600)
+    normal: float = Field(default=5.0, ge=0, le=600)
+    batch: float = Field(default=1.0, ge=0, le=600)
+
+    def of(self, priority: Priority) -> float:
+        return float(getattr(self, str(priority)))
+
+
+class PriorityPolicy(_Spec):
+    """Queueing at the limit by priority; the lowest priority is shed first (429 with Retry-After)."""
+
+    queue_seconds: QueueSeconds = Field(default_factory=QueueSeconds)
+    max_queued: int = Field(default=200, ge=0, le=100000, description="waiting calls per policy and replica")
+    critical_reserve: float = Field(
+        default=0.0, ge=0, lt=1, description="fraction of every rpm/tpm limit only critical calls may use"
+    )
+
+
 class Budget(_Spec):
     daily_limit_usd: float = Field(gt=0, alias="dailyLimitUSD")
 
@@ -185,6 +217,7 @@ class ModelPolicySpec(_Spec):
     rate_limit: RateLimitPolicy = Field(default_factory=RateLimitPolicy)
     guardrails: Guardrails = Field(default_factory=Guardrails)
     budget: Budget | None = None
+    priority: PriorityPolicy = Field(default_factory=PriorityPolicy)
 
     @model_validator(mode="after")
     def _references(self) -> Self:

@@ -3,13 +3,17 @@
 Tracks usage, output text and the end of the stream; applies output guardrails: a blocked keyword or
 pattern ends the stream with ``finish_reason: content_filter`` and ``[DONE]``; PII masking holds back
 the tail of the text (see ``guardrails.stream_cut``) so that an item split over chunks is masked whole.
+A client that asked for usage gets it in the final usage chunk with ``usage.cost`` (estimated when the
+provider sent none).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from stoa_gateway.costs import Usage
 from stoa_gateway.guardrails import CompiledRules, find_blocked, mask_pii, stream_cut
 from stoa_gateway.policy import PiiKind
 from stoa_gateway.sse import DONE, encode_event, encode_json_event
@@ -18,10 +22,15 @@ from stoa_gateway.tokens import delta_text
 SCAN_WINDOW = 1024
 
 
+UsageOf = Callable[[Any, int], Usage]  # (provider usage or None, output characters) -> tokens and cost
+
+
 class StreamRelay:
-    def __init__(self, rules: CompiledRules, include_usage: bool) -> None:
+    def __init__(self, rules: CompiledRules, include_usage: bool, usage_of: UsageOf | None = None) -> None:
         self.rules = rules
         self.include_usage = include_usage
+        self.usage_of = usage_of
+        self.usage_sent = False
         self.scan = bool(rules.keywords or rules.patterns)
         self.usage: dict[str, Any] | None = None
         self.text_chars = 0
@@ -56,15 +65,32 @@ class StreamRelay:
         text, self._pending = self._mask(self._pending), ""
         return [encode_json_event(self._chunk({"content": text}, None))]
 
+    def _done(self) -> list[bytes]:
+        out = self._flush_pending()
+        if self.include_usage and not self.usage_sent and self.usage_of is not None:  # none sent: estimate
+            usage = self.usage_of(None, self.text_chars)
+            out.append(encode_json_event({**self._chunk({}, None), "choices": [], "usage": usage.body(None)}))
+        out.append(encode_event(DONE))
+        self.finished = True
+        return out
+
+    def _with_usage(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """Record the provider's usage; the client's chunk carries it with ``cost``, or drops it."""
+        self.usage = chunk["usage"]
+        if not self.include_usage:
+            return {k: v for k, v in chunk.items() if k != "usage"}
+        if self.usage_of is None:  # no prices known (tests of the relay alone): as the provider sent it
+            return chunk
+        usage = self.usage_of(self.usage, self.text_chars + len(delta_text(chunk)))
+        self.usage_sent = True
+        return {**chunk, "usage": usage.body(self.usage if isinstance(self.usage, dict) else None)}
+
     def process(self, data: str) -> list[bytes]:  # noqa: PLR0911, PLR0912 - one branch per kind of event
         """Bytes to send to the client for one upstream event's ``data``."""
         if self.finished:
             return []
         if data == DONE:
-            out = self._flush_pending()
-            out.append(encode_event(DONE))
-            self.finished = True
-            return out
+            return self._done()
         try:
             chunk = json.loads(data)
         except ValueError:
@@ -79,14 +105,10 @@ class StreamRelay:
         self._template = chunk
         choices = chunk.get("choices") or []
         if chunk.get("usage"):
-            self.usage = chunk["usage"]
+            chunk = self._with_usage(chunk)
+            data = json.dumps(chunk, separators=(",", ":"))
             if not choices:
-                if not self.include_usage:
-                    return []
-                return [*self._flush_pending(), encode_event(data)]
-            if not self.include_usage:
-                chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                data = json.dumps(chunk, separators=(",", ":"))
+                return [*self._flush_pending(), encode_event(data)] if self.include_usage else []
         text = delta_text(chunk)
         if text:
             self.content_events += 1

@@ -10,10 +10,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from stoa_gateway.backoff import retry_delay
 from stoa_gateway.breaker import Breaker, breaker_would_admit
-from stoa_gateway.limiter import Bucket, bucket_wait
 from stoa_gateway.policy import ModelPolicySpec, RetryPolicy, Route, RouteMatch, Strategy, Target
-from stoa_gateway.retry import Disposition, next_delay
+from stoa_gateway.retry import Disposition
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +30,7 @@ class TargetView:
     breaker: Breaker = field(default_factory=Breaker)
     in_flight: int = 0
     ewma_latency: float | None = None
-    rpm_bucket: Bucket | None = None
-    tpm_bucket: Bucket | None = None
+    limit_wait: float = 0.0  # seconds until its rpm/tpm limits can take this request (0: now)
     cooldown_until: float = 0.0
 
 
@@ -39,8 +38,7 @@ class TargetView:
 class ObservedState:
     now: float
     targets: Mapping[str, TargetView] = field(default_factory=dict)
-    agent_rpm_bucket: Bucket | None = None
-    agent_tpm_bucket: Bucket | None = None
+    agent_wait: float = 0.0  # seconds until the calling agent's limits can take this request
     spent_today_usd: float = 0.0
     seconds_to_budget_reset: float = 0.0
     rr_counter: int = 0
@@ -152,27 +150,9 @@ def target_skip(
         return Skip(target.name, SkipReason.CIRCUIT_OPEN)
     if view.cooldown_until > now:
         return Skip(target.name, SkipReason.COOLING_DOWN, view.cooldown_until - now)
-    waits = []
-    if target.rpm is not None and view.rpm_bucket is not None:
-        waits.append(bucket_wait(view.rpm_bucket, target.rpm, 1, now))
-    if target.tpm is not None and view.tpm_bucket is not None:
-        waits.append(bucket_wait(view.tpm_bucket, target.tpm, features.input_tokens, now))
-    wait = max(waits, default=0.0)
-    if wait > 0:
-        return Skip(target.name, SkipReason.RATE_LIMITED, wait)
+    if view.limit_wait > 0:
+        return Skip(target.name, SkipReason.RATE_LIMITED, view.limit_wait)
     return None
-
-
-def _agent_wait(policy: ModelPolicySpec, features: RequestFeatures, observed: ObservedState) -> float:
-    limit = policy.rate_limit.for_agent(features.agent)
-    if limit is None:
-        return 0.0
-    waits = [0.0]
-    if limit.rpm is not None and observed.agent_rpm_bucket is not None:
-        waits.append(bucket_wait(observed.agent_rpm_bucket, limit.rpm, 1, observed.now))
-    if limit.tpm is not None and observed.agent_tpm_bucket is not None:
-        waits.append(bucket_wait(observed.agent_tpm_bucket, limit.tpm, features.input_tokens, observed.now))
-    return max(waits)
 
 
 def plan_attempts(policy: ModelPolicySpec, features: RequestFeatures, observed: ObservedState) -> Plan:
@@ -186,7 +166,7 @@ def plan_attempts(policy: ModelPolicySpec, features: RequestFeatures, observed: 
                 observed.seconds_to_budget_reset,
             )
         )
-    agent_wait = _agent_wait(policy, features, observed)
+    agent_wait = observed.agent_wait
     if agent_wait > 0:
         return Plan(
             rejection=Rejection(
@@ -273,7 +253,7 @@ def next_step(
 
     At most ``retry.attempts`` attempts; the plan is walked in order and then again from the top,
     so a one-target plan retries that target. A target that answered NEXT_TARGET or was skipped is
-    not tried again. Returning to a tried target waits ``next_delay`` (and at least its
+    not tried again. Returning to a tried target waits ``backoff.retry_delay`` (and at least its
     ``Retry-After`` when honoured).
     """
     attempts = sum(1 for r in history if r.attempted)
@@ -293,8 +273,12 @@ def next_step(
     tried = [r for r in history if r.attempted and r.target == choice]
     if not tried:
         return Step(choice, 0.0)
-    delay = next_delay(len(tried), cfg, rand)
-    retry_after = tried[-1].retry_after
-    if cfg.honor_retry_after and retry_after is not None:
-        delay = max(delay, retry_after)
+    delay = retry_delay(
+        len(tried),
+        tried[-1].retry_after if cfg.honor_retry_after else None,
+        base=cfg.base_backoff_seconds,
+        cap=cfg.max_backoff_seconds,
+        jitter=cfg.jitter,
+        rand=rand,
+    )
     return Step(choice, delay)

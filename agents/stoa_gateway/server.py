@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stoa_gateway.audit import AuditLog
 from stoa_gateway.config import ConfigError, content_hash, parse_gateway_config
 from stoa_gateway.gateway import Gateway
+from stoa_gateway.limits import Limits, LocalLimits
 from stoa_gateway.metrics import GatewayMetrics
 from stoa_gateway.proxy import GATEWAY, handle_chat_completions
 from stoa_gateway.running import RunningServer, serve
@@ -100,15 +101,21 @@ def create_app(
     audit_log: str | None = None,
     reload_interval: float = 1.0,
     connector_limit: int = 1000,
+    limits: Limits | None = None,
 ) -> web.Application:
-    """The gateway aiohttp app; the config file is read now (``ConfigError`` when invalid)."""
+    """The gateway aiohttp app; the config file is read now (``ConfigError`` when invalid).
+
+    ``limits``: where buckets and spend live (default: this process alone, ``LocalLimits()``).
+    """
     path = Path(config_path)
     try:
         content = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
     config = parse_gateway_config(content, str(path))
-    gw = Gateway(config, content_hash(content), AuditLog(audit_log), GatewayMetrics())
+    gw = Gateway(
+        config, content_hash(content), AuditLog(audit_log), GatewayMetrics(), limits or LocalLimits()
+    )
     app = web.Application(client_max_size=32 * 1024 * 1024)
     app[GATEWAY] = gw
 
@@ -119,12 +126,17 @@ def create_app(
             auto_decompress=True,
         )
         task = asyncio.create_task(_watch(gw, path, reload_interval)) if reload_interval > 0 else None
-        log.info("Gateway started config=%s policies=%d", path, len(config.policies))
+        await gw.limits.start()
+        gw.metrics.limits_shared.set(1 if gw.limits.shared else 0)
+        log.info(
+            "Gateway started config=%s policies=%d limits=%s", path, len(config.policies), gw.limits.status()
+        )
         yield
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await gw.limits.close()
         await gw.session.close()
         gw.audit.close()
 
@@ -139,10 +151,12 @@ def create_app(
     return app
 
 
-def run_gateway(config_path: str, host: str, port: int, audit_log: str | None) -> None:
+def run_gateway(
+    config_path: str, host: str, port: int, audit_log: str | None, limits: Limits | None = None
+) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_app(config_path, audit_log=audit_log)
+    app = create_app(config_path, audit_log=audit_log, limits=limits)
     # handler_cancellation: a client that goes away (an agent killed mid-turn) cancels its upstream call,
     # so nobody pays for an answer that no one will read and least-busy routing sees the slot free up.
     web.run_app(
@@ -169,9 +183,10 @@ async def start_gateway(
     port: int = 0,
     audit_log: str | None = "off",
     reload_interval: float = 1.0,
+    limits: Limits | None = None,
 ) -> RunningGateway:
     """Start the gateway inside the running loop (tests, benchmarks); ``port=0`` picks a free port."""
-    app = create_app(config_path, audit_log=audit_log, reload_interval=reload_interval)
+    app = create_app(config_path, audit_log=audit_log, reload_interval=reload_interval, limits=limits)
     runner, bound = await serve(
         app, host, port, access_log=None, shutdown_timeout=5, handler_cancellation=True
     )

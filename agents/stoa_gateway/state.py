@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from stoa_gateway.breaker import Breaker
-from stoa_gateway.costs import seconds_to_utc_midnight, utc_day
-from stoa_gateway.limiter import Bucket, full_bucket
+from stoa_gateway.costs import seconds_to_utc_midnight
 from stoa_gateway.policy import ModelPolicySpec
+from stoa_gateway.reservation import Reservation
 from stoa_gateway.routing import ObservedState, TargetView
 
 EWMA_ALPHA = 0.3
-MAX_TRACKED_AGENTS = 10000
 
 
 def ewma(previous: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
     return sample if previous is None else previous + alpha * (sample - previous)
-
-
-def _bucket(bucket: Bucket | None, capacity: int | None, now: float) -> Bucket | None:
-    if capacity is None:
-        return None
-    return bucket if bucket is not None else full_bucket(capacity, now)
 
 
 @dataclass
@@ -30,8 +22,6 @@ class TargetRuntime:
     breaker: Breaker = field(default_factory=Breaker)
     in_flight: int = 0
     ewma_latency: float | None = None
-    rpm_bucket: Bucket | None = None
-    tpm_bucket: Bucket | None = None
     cooldown_until: float = 0.0
     last_error: str | None = None
     last_error_at: float | None = None
@@ -39,21 +29,14 @@ class TargetRuntime:
     last_failover_at: float | None = None
     last_success_at: float | None = None
 
-    def view(self) -> TargetView:
+    def view(self, limit_wait: float) -> TargetView:
         return TargetView(
             breaker=self.breaker,
             in_flight=self.in_flight,
             ewma_latency=self.ewma_latency,
-            rpm_bucket=self.rpm_bucket,
-            tpm_bucket=self.tpm_bucket,
+            limit_wait=limit_wait,
             cooldown_until=self.cooldown_until,
         )
-
-
-@dataclass
-class AgentRuntime:
-    rpm_bucket: Bucket | None = None
-    tpm_bucket: Bucket | None = None
 
 
 class PolicyRuntime:
@@ -63,10 +46,7 @@ class PolicyRuntime:
         self.name = name
         self.spec = spec
         self.targets: dict[str, TargetRuntime] = {t.name: TargetRuntime() for t in spec.targets}
-        self.agents: OrderedDict[str, AgentRuntime] = OrderedDict()
         self.rr_counter = 0
-        self.budget_day = ""
-        self.spent_today_usd = 0.0
 
     def update_spec(self, spec: ModelPolicySpec) -> None:
         self.spec = spec
@@ -78,45 +58,16 @@ class PolicyRuntime:
             runtime = self.targets[name] = TargetRuntime()
         return runtime
 
-    def agent_runtime(self, agent: str | None) -> AgentRuntime:
-        key = agent or ""
-        runtime = self.agents.get(key)
-        if runtime is None:
-            runtime = self.agents[key] = AgentRuntime()
-            while len(self.agents) > MAX_TRACKED_AGENTS:
-                self.agents.popitem(last=False)
-        else:
-            self.agents.move_to_end(key)
-        return runtime
-
-    def spent_today(self, epoch: float) -> float:
-        day = utc_day(epoch)
-        if day != self.budget_day:
-            self.budget_day = day
-            self.spent_today_usd = 0.0
-        return self.spent_today_usd
-
-    def add_spend(self, epoch: float, usd: float) -> None:
-        self.spent_today(epoch)
-        self.spent_today_usd += usd
-
-    def observed(self, now: float, epoch: float, agent: str | None, rand: float) -> ObservedState:
-        """Snapshot for the pure planner; lazily creates full buckets for configured limits."""
-        for target in self.spec.targets:
-            rt = self.target_runtime(target.name)
-            rt.rpm_bucket = _bucket(rt.rpm_bucket, target.rpm, now)
-            rt.tpm_bucket = _bucket(rt.tpm_bucket, target.tpm, now)
-        limit = self.spec.rate_limit.for_agent(agent)
-        agent_rt = self.agent_runtime(agent)
-        if limit is not None:
-            agent_rt.rpm_bucket = _bucket(agent_rt.rpm_bucket, limit.rpm, now)
-            agent_rt.tpm_bucket = _bucket(agent_rt.tpm_bucket, limit.tpm, now)
+    def observed(self, now: float, epoch: float, reservation: Reservation, rand: float) -> ObservedState:
+        """Snapshot for the pure planner: breakers, load, and how long each limit would make us wait."""
         return ObservedState(
             now=now,
-            targets={name: rt.view() for name, rt in self.targets.items()},
-            agent_rpm_bucket=agent_rt.rpm_bucket,
-            agent_tpm_bucket=agent_rt.tpm_bucket,
-            spent_today_usd=self.spent_today(epoch),
+            targets={
+                t.name: self.target_runtime(t.name).view(reservation.target_wait(t, now))
+                for t in self.spec.targets
+            },
+            agent_wait=reservation.agent_wait(now),
+            spent_today_usd=reservation.limits.spent(self.name, epoch),
             seconds_to_budget_reset=seconds_to_utc_midnight(epoch),
             rr_counter=self.rr_counter,
             rand=rand,

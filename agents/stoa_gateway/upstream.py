@@ -10,15 +10,14 @@ from typing import Any
 
 import aiohttp
 
-from stoa_gateway.retry import Failure, FailureKind, parse_retry_after
+from stoa_gateway.backoff import parse_retry_after
+from stoa_gateway.retry import Failure, FailureKind
 from stoa_gateway.sse import DONE, SseDecoder
 
 
 @dataclass
 class Completion:
     body: dict[str, Any]
-    raw: bytes
-    status: int = 200
 
 
 @dataclass
@@ -28,7 +27,6 @@ class StreamStart:
     response: aiohttp.ClientResponse
     decoder: SseDecoder
     events: list[str] = field(default_factory=list)
-    done: bool = False
 
 
 def completions_url(base_url: str) -> str:
@@ -87,7 +85,7 @@ async def post_completion(
         return Failure(FailureKind.INVALID_RESPONSE, "response is not JSON")
     if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
         return Failure(FailureKind.INVALID_RESPONSE, "response has no choices")
-    return Completion(body, raw, status)
+    return Completion(body)
 
 
 def is_first_token(chunk: dict[str, Any]) -> bool:
@@ -142,7 +140,7 @@ async def open_stream(
                     verdict = _first_token_verdict(data)
                     if verdict is True:  # commit, keeping whatever else this read brought
                         events.extend(fresh[i:])
-                        return StreamStart(resp, decoder, events, done=DONE in fresh[i:])
+                        return StreamStart(resp, decoder, events)
                     if isinstance(verdict, Failure):
                         resp.close()
                         return verdict

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from stoa_gateway.backoff import next_delay
+
 
 class FailureKind(StrEnum):
     DUPLICATE = "duplicate"  # message id already processed, turn seq already stored, or a stale seq
@@ -57,4 +59,4 @@ def classify(  # noqa: PLR0911 (one return per row of the table is the point)
 
 def retry_delay(attempt: int, base: float = 0.2, cap: float = 5.0) -> float:
     """Exponential backoff without jitter for in-place retries (attempt 1 -> base)."""
-    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+    return next_delay(max(1, attempt), base=base, cap=cap)

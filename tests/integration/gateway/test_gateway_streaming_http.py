@@ -73,6 +73,6 @@ async def test_stream_usage_only_when_asked(
 
     assert not any('"usage"' in e for e in plain)
     usage = [json.loads(e)["usage"] for e in with_usage if '"usage"' in e]
-    assert usage == [{"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}]
+    assert usage == [{"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4, "cost": 0.0}]
     assert model.state.last[-1]["body"]["stream_options"] == {"include_usage": True}
     assert await metric(http, gw, "stoa_gateway_output_tokens_total", target="m") == 4

@@ -6,16 +6,10 @@ import email.utils
 
 import pytest
 
+from stoa_gateway.backoff import next_delay, parse_retry_after
 from stoa_gateway.limiter import Bucket, bucket_charge, bucket_take, bucket_wait, full_bucket, refill
 from stoa_gateway.policy import RetryPolicy
-from stoa_gateway.retry import (
-    Disposition,
-    Failure,
-    FailureKind,
-    classify_failure,
-    next_delay,
-    parse_retry_after,
-)
+from stoa_gateway.retry import Disposition, Failure, FailureKind, classify_failure
 
 
 def test_bucket_take_refill_and_wait() -> None:
@@ -57,7 +51,11 @@ def test_charge_corrects_with_real_usage() -> None:
     ],
 )
 def test_next_delay(retry_number: int, rand: float, expected: float) -> None:
-    assert next_delay(retry_number, RetryPolicy(), rand) == pytest.approx(expected)
+    cfg = RetryPolicy()
+    delay = next_delay(
+        retry_number, base=cfg.base_backoff_seconds, cap=cfg.max_backoff_seconds, jitter=cfg.jitter, rand=rand
+    )
+    assert delay == pytest.approx(expected)
 
 
 CFG = RetryPolicy()

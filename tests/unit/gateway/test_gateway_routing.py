@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from stoa_gateway.breaker import Breaker, CircuitState
-from stoa_gateway.limiter import Bucket
+from stoa_gateway.limiter import Bucket, bucket_wait
 from stoa_gateway.policy import ModelPolicySpec, RetryPolicy, Strategy
 from stoa_gateway.retry import Disposition
 from stoa_gateway.routing import (
@@ -124,7 +124,7 @@ def test_unhealthy_targets_are_skipped_with_reasons() -> None:
         now=100,
         targets={
             "a": TargetView(breaker=Breaker(state=CircuitState.OPEN, opened_at=90)),
-            "b": TargetView(rpm_bucket=Bucket(level=0.5, updated=100)),
+            "b": TargetView(limit_wait=bucket_wait(Bucket(level=0.5, updated=100), 10, 1, now=100)),
             "c": TargetView(cooldown_until=110),
         },
     )
@@ -163,7 +163,7 @@ def test_budget_and_agent_limits_reject_before_routing() -> None:
     )
     assert spent.rejection is not None
     assert (spent.rejection.code, spent.rejection.retry_after) == (RejectCode.BUDGET_EXCEEDED, 60)
-    busy = ObservedState(now=0, agent_tpm_bucket=Bucket(level=10, updated=0))
+    busy = ObservedState(now=0, agent_wait=bucket_wait(Bucket(level=10, updated=0), 100, 40, now=0))
     limited = plan_attempts(policy, RequestFeatures(40, agent="x"), busy)
     assert limited.rejection is not None
     assert limited.rejection.code is RejectCode.AGENT_RATE_LIMITED
