@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import aiohttp
 
-from stoa_gateway.fake_provider import Behaviour
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, chat_stream, target
+from stoa_testing.fake_provider import Behaviour
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, chat_stream, target
 
 
 async def test_failover_answer_carries_the_backup_price(

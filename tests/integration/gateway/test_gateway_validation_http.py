@@ -7,13 +7,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from stoa_gateway.testing import FakeFactory, GatewayFactory, ask, chat, target
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, chat, target
 
 USER = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(
-    ("extra", "param", "code", "words"),
+    "case",
     [
         ({"max_tokens": 0}, "max_tokens", "integer_below_min_value", "Expected a value >= 1, but got 0"),
         ({"max_tokens": "10"}, "max_tokens", "invalid_type", "expected an integer, but got a string"),
@@ -80,14 +80,9 @@ USER = [{"role": "user", "content": "hi"}]
     ],
 )
 async def test_invalid_fields_get_openais_400(
-    fake: FakeFactory,
-    gateway: GatewayFactory,
-    http: aiohttp.ClientSession,
-    extra: dict[str, Any],
-    param: str,
-    code: str,
-    words: str,
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession, case: tuple[Any, str, str, str]
 ) -> None:
+    extra, param, code, words = case
     model = await fake()
     gw = await gateway({"chat": {"targets": [target("m", model)]}})
 
