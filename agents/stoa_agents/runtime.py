@@ -97,9 +97,9 @@ class AgentRuntime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         health = None
-        if self.s.metrics_port:
+        if self.s.metrics_port_number:
             health = await start_health_server(
-                self.s.metrics_host, self.s.metrics_port, self.metrics, self.ready
+                self.s.metrics_host, self.s.metrics_port_number, self.metrics, self.ready
             )
         log.info(
             "Agent starting agent=%s namespace=%s pod=%s model=%s",

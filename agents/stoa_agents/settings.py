@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from stoa_settings import StoaSettings
 
 CRASH_POINTS = ("on_receive", "before_model", "during_model", "after_commit", "after_publish")
 
 
-class AgentSettings(BaseSettings):
-    """One agent replica. The operator's Deployment sets these; ``docs/runtime.md`` has the table."""
+class AgentSettings(StoaSettings):
+    """One agent replica. ``stoa_agents.envcontract`` builds the environment (for the operator's Deployment
+    and ``stoa run``); ``docs/runtime.md`` has the table. Any other ``STOA_*`` variable stops the start."""
 
-    model_config = SettingsConfigDict(env_prefix="STOA_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="STOA_", extra="forbid", frozen=True)
+    process: ClassVar[str] = "stoa agent"
+    docs: ClassVar[str] = "docs/runtime.md (Configuration)"
 
     agent_name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     # The Agent's namespace (downward API); "" for ``stoa run``. Scopes the agent key (identity.py).
@@ -48,7 +55,7 @@ class AgentSettings(BaseSettings):
     memory_enabled: bool = True
     memory_retention_days: int = Field(default=30, ge=0)
 
-    metrics_port: int = Field(default=9090, ge=0, le=65535)
+    metrics_port_number: int = Field(default=9090, ge=0, le=65535)  # never *_PORT: a Service link name
     metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
 

@@ -1,27 +1,35 @@
-"""``stoa gateway``: ``main(argv)`` parses ``--config --port --host --audit-log`` and serves."""
+"""``stoa gateway``: ``main(argv)`` parses ``--config --port --host --audit-log`` and serves; defaults of
+``--port``/``--host`` come from :class:`~stoa_gateway.settings.GatewaySettings`."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
+from pydantic import ValidationError
+
 from stoa_gateway.config import ConfigError
 from stoa_gateway.server import run_gateway
+from stoa_gateway.settings import GatewaySettings
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None, settings: GatewaySettings | None = None
+) -> argparse.Namespace:
+    settings = settings or GatewaySettings()
     parser = argparse.ArgumentParser(
         prog="stoa gateway", description="Stoa model gateway (ModelPolicy engine)"
     )
     parser.add_argument("--config", required=True, help="gateway config file (YAML/JSON), hot-reloaded")
-    parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")
+    parser.add_argument(
+        "--host", default=settings.host, help="listen address (default: $STOA_GATEWAY_HOST or 0.0.0.0)"
+    )
     parser.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("STOA_GATEWAY_PORT", "8080")),
-        help="listen port (default: $STOA_GATEWAY_PORT or 8080)",
+        default=settings.port_number,
+        help="listen port (default: $STOA_GATEWAY_PORT_NUMBER or 8080)",
     )
     parser.add_argument(
         "--audit-log", default=None, help="audit log file (JSON lines); '-' or unset: stdout; 'off': none"
@@ -30,7 +38,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        settings = GatewaySettings()
+    except (ValidationError, ValueError) as exc:
+        print(f"Invalid gateway configuration: {exc}", file=sys.stderr)
+        return 2
+    args = parse_args(argv, settings)
     try:
         run_gateway(args.config, args.host, args.port, args.audit_log)
     except ConfigError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from stoa_agents.bus.broker import Bus
-from stoa_agents.envcontract import agent_env
+from stoa_agents.envcontract import Wiring, agent_env, literal_env
 from stoa_agents.local.fleet import Fleet
 from stoa_agents.store.db import open_pool
 from stoa_api.agent import AgentSpec
@@ -83,22 +83,25 @@ async def environment(fsync: bool = True) -> AsyncIterator[Env]:
 
 def fleet_for(env: Env, agents: list[str], replicas: int, extra: dict[str, str] | None = None) -> Fleet:
     envs = {
-        name: agent_env(
-            name,
-            AgentSpec(role="member", persona="Bench agent."),
-            model_base_url=env.fake.base_url,
-            model_name="fake-model",
-            rabbitmq_url=env.rabbitmq.url,
-            postgres_dsn=env.postgres.dsn,
-            pod_name="",
-            metrics_port=0,
-            extra={
-                "STOA_DELIVERY_LIMIT": "20",
-                "STOA_HEARTBEAT_SECONDS": "2",
-                "STOA_LOG_LEVEL": "WARNING",
-                "STOA_MEMORY_ENABLED": "false",
-                **(extra or {}),
-            },
+        name: literal_env(
+            agent_env(
+                name,
+                AgentSpec(role="member", persona="Bench agent."),
+                Wiring(
+                    rabbitmq_url=env.rabbitmq.url,
+                    postgres_dsn=env.postgres.dsn,
+                    model_url=env.fake.base_url,
+                    default_model="fake-model",
+                    metrics_port_number=0,
+                ),
+                {
+                    "STOA_DELIVERY_LIMIT": "20",
+                    "STOA_HEARTBEAT_SECONDS": "2",
+                    "STOA_LOG_LEVEL": "WARNING",
+                    "STOA_MEMORY_ENABLED": "false",
+                    **(extra or {}),
+                },
+            )
         )
         for name in agents
     }

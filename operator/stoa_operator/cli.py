@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import kopf
 from prometheus_client import start_http_server
+from pydantic import ValidationError
 
 from stoa_operator import crdgen
 from stoa_operator.handlers import register
@@ -41,15 +42,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def run(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    settings = OperatorSettings()
+    try:
+        settings = OperatorSettings()
+    except (ValidationError, ValueError) as exc:
+        print(f"Invalid operator configuration: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     namespaces = args.namespace or settings.namespace_list()
     metrics = Metrics()
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=metrics.registry)
+    if settings.metrics_port_number:
+        start_http_server(settings.metrics_port_number, registry=metrics.registry)
     kube = Kube.from_environment(settings.field_manager, pool_size=settings.max_workers * 2)
     runtime = Runtime()
     ctx = Context(kube=kube, runtime=runtime, settings=settings, gateway_probe=fetch_gateway_status)
@@ -66,11 +71,13 @@ def run(argv: Sequence[str]) -> int:
     kopf_settings.posting.level = logging.WARNING  # our own Events cover transitions; no per-handler noise
     kopf_settings.networking.request_timeout = 60
     kopf_settings.watching.server_timeout = 300
-    liveness = f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None
+    liveness = (
+        f"http://0.0.0.0:{settings.liveness_port_number}/healthz" if settings.liveness_port_number else None
+    )
     logging.getLogger("stoa.operator").info(
         "Starting operator namespaces=%s metrics_port=%s liveness=%s",
         ",".join(namespaces) or "*",
-        settings.metrics_port,
+        settings.metrics_port_number,
         liveness,
     )
     try:

@@ -17,7 +17,7 @@ import yaml
 
 from stoa_agents.bus.broker import Bus
 from stoa_agents.control import agent_status, conversation_status, start_conversation
-from stoa_agents.envcontract import agent_env, agent_model_name
+from stoa_agents.envcontract import Wiring, agent_env, literal_env
 from stoa_agents.local.embedded import MODEL_ALIAS, EmbeddedModel, start_embedded_model
 from stoa_agents.local.fleet import Fleet
 from stoa_agents.local.transcript import COLORS, format_turn
@@ -129,19 +129,27 @@ def _agent_envs(
     needed: list[str],
     *,
     args: argparse.Namespace,
-    agent_url: str,
+    gateway_url: str | None,
+    model_url: str,
     default_model: str,
-    via_gateway: bool,
     rabbitmq_url: str,
     postgres_url: str,
 ) -> dict[str, dict[str, str]]:
+    """Each agent's environment from the one env builder (as the operator's Deployment): agents with a
+    ModelPolicy call the gateway by policy name, others the model at ``model_url`` directly."""
+    wiring = Wiring(
+        rabbitmq_url=rabbitmq_url,
+        postgres_dsn=postgres_url,
+        gateway_url=gateway_url,
+        model_url=model_url,
+        default_model=default_model,
+        metrics_port_number=0,
+    )
     envs = {}
     for name in needed:
         spec = agents[name]
-        use_policy = via_gateway and spec.model_policy_ref is not None
-        model = agent_model_name(spec, default_model) if use_policy else (spec.model or default_model)
         price_in, price_out = _pricing(policies, spec)
-        extra = {
+        tuning = {
             "STOA_MODEL_MAX_TOKENS": str(args.max_tokens),
             "STOA_MODEL_INPUT_COST_PER_1K": str(price_in),
             "STOA_MODEL_OUTPUT_COST_PER_1K": str(price_out),
@@ -149,20 +157,10 @@ def _agent_envs(
             "STOA_MODEL_TIMEOUT_SECONDS": "120",
         }
         if args.history_turns is not None:
-            extra["STOA_HISTORY_TURNS"] = str(args.history_turns)
-        if args.model_api_key_env and not via_gateway:
-            extra["STOA_MODEL_API_KEY_ENV"] = args.model_api_key_env
-        envs[name] = agent_env(
-            name,
-            spec,
-            model_base_url=agent_url,
-            model_name=model,
-            rabbitmq_url=rabbitmq_url,
-            postgres_dsn=postgres_url,
-            pod_name="",
-            metrics_port=0,
-            extra=extra,
-        )
+            tuning["STOA_HISTORY_TURNS"] = str(args.history_turns)
+        if args.model_api_key_env and (gateway_url is None or spec.model_policy_ref is None):
+            tuning["STOA_MODEL_API_KEY_ENV"] = args.model_api_key_env
+        envs[name] = literal_env(agent_env(name, spec, wiring, tuning))
     return envs
 
 
@@ -234,7 +232,7 @@ async def run_local(args: argparse.Namespace) -> int:
         model_url, model_name = await run.model(args)
         postgres_url, rabbitmq_url = await pg_task, await mq_task
         via_gateway = bool(policies) and not args.no_gateway
-        agent_url = await run.gateway_url(policies, model_url, model_name) if via_gateway else model_url
+        gateway_url = await run.gateway_url(policies, model_url, model_name) if via_gateway else None
         run.db = await open_pool(postgres_url)
         run.bus = await Bus.connect(rabbitmq_url, name="stoa-run")
         needed = sorted({p.agent_ref for c in conversations.values() for p in c.participants})
@@ -243,9 +241,9 @@ async def run_local(args: argparse.Namespace) -> int:
             policies,
             needed,
             args=args,
-            agent_url=agent_url,
+            gateway_url=gateway_url,
+            model_url=model_url,
             default_model=model_name,
-            via_gateway=via_gateway,
             rabbitmq_url=rabbitmq_url,
             postgres_url=postgres_url,
         )

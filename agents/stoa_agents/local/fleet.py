@@ -49,9 +49,11 @@ class Fleet:
     def _spawn(self, agent: str, index: int, generation: int) -> Replica:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_dir / f"{pod_name(agent, index, generation)}.log"
-        env = {**os.environ, **self.envs[agent], "STOA_POD_NAME": pod_name(agent, index, generation)}
+        # Like a pod: configured only by the env contract, never by STOA_* names of the caller's shell.
+        inherited = {k: v for k, v in os.environ.items() if not k.upper().startswith("STOA_")}
+        env = {**inherited, **self.envs[agent], "STOA_POD_NAME": pod_name(agent, index, generation)}
         port = free_port() if self.metrics else 0
-        env["STOA_METRICS_PORT"] = str(port)
+        env["STOA_METRICS_PORT_NUMBER"] = str(port)
         if self.metrics:
             env["STOA_METRICS_HOST"] = "127.0.0.1"
         with log.open("ab") as out:

@@ -25,7 +25,7 @@ from stoa_agents.local.embedded import (
     llama_server_argv,
 )
 
-PORT_ENV = "STOA_MODEL_SERVER_PORT"
+PORT_ENV = "STOA_MODEL_SERVER_PORT_NUMBER"  # never *_PORT: a Service link name
 DEFAULT_PORT = 8080
 # llama-cpp-python and what its `server` extra adds (checked without importing them).
 SERVER_MODULES = (

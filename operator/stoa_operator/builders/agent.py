@@ -1,7 +1,8 @@
 """An Agent's children (pure): Deployment running ``stoa agent``, headless Service, ServiceAccount.
 
-The Deployment's env follows the runtime's contract (``STOA_*``, see ``stoa_agents.settings`` and
-docs/runtime.md); RabbitMQ/Postgres URLs come from the connection Secret named in operator settings.
+The Deployment's env is the runtime's contract, built by ``stoa_agents.envcontract`` (docs/runtime.md);
+RabbitMQ/Postgres URLs come from the connection Secret named in operator settings. Pods get no Service
+link variables (``enableServiceLinks: false``): they are configured only by what is set here.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from stoa_agents.envcontract import POD_NAME, POD_NAMESPACE, Wiring, connection_secret, kubernetes_env
+from stoa_agents.envcontract import agent_env as contract_env
 from stoa_api.agent import AgentSpec
 from stoa_operator.builders.common import (
     agent_child_name,
@@ -20,7 +23,6 @@ from stoa_operator.builders.common import (
     service_account,
 )
 
-CONNECTION_KEYS = {"STOA_RABBITMQ_URL": "rabbitmqUrl", "STOA_POSTGRES_DSN": "postgresDsn"}
 DEFAULT_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 DEFAULT_LIMITS = {"memory": "256Mi"}
 
@@ -34,7 +36,6 @@ class AgentInputs:
     image: str
     connection_secret: str
     model_base_url: str | None  # the namespace gateway; None when the agent names a model directly
-    queue: str
     metrics_port: int = 9090
     image_pull_policy: str = "IfNotPresent"
 
@@ -46,39 +47,18 @@ def _resources(spec: AgentSpec) -> dict[str, Any]:
 
 
 def agent_env(inputs: AgentInputs) -> list[dict[str, Any]]:
-    spec = inputs.spec
-    env: list[dict[str, Any]] = [
-        {"name": "STOA_AGENT_NAME", "value": inputs.name},
-        {"name": "STOA_AGENT_ROLE", "value": spec.role},
-        {"name": "STOA_PERSONA", "value": spec.persona},
-        {"name": "STOA_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "STOA_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-        {"name": "STOA_QUEUE", "value": inputs.queue},
-    ]
-    if spec.model_policy_ref is not None and inputs.model_base_url is not None:
-        env.append({"name": "STOA_MODEL_BASE_URL", "value": inputs.model_base_url})
-        env.append({"name": "STOA_MODEL_NAME", "value": spec.model_policy_ref.name})
-        if spec.fallback_policies:
-            fallbacks = ",".join(p.name for p in spec.fallback_policies)
-            env.append({"name": "STOA_MODEL_FALLBACK_POLICIES", "value": fallbacks})
-    elif spec.model is not None:
-        env.append({"name": "STOA_MODEL_NAME", "value": spec.model})
-    env.extend(
-        {
-            "name": var,
-            "valueFrom": {"secretKeyRef": {"name": inputs.connection_secret, "key": key}},
-        }
-        for var, key in CONNECTION_KEYS.items()
+    """The container env: ``stoa_agents.envcontract`` (the one builder, shared with ``stoa run``) wired to
+    the namespace gateway, the connection Secret and the pod's own name and namespace."""
+    rabbitmq, postgres = connection_secret(inputs.connection_secret)
+    wiring = Wiring(
+        rabbitmq_url=rabbitmq,
+        postgres_dsn=postgres,
+        gateway_url=inputs.model_base_url,
+        pod_name=POD_NAME,
+        namespace=POD_NAMESPACE,
+        metrics_port_number=inputs.metrics_port,
     )
-    env.extend(
-        [
-            {"name": "STOA_MEMORY_ENABLED", "value": "true" if spec.memory.enabled else "false"},
-            {"name": "STOA_MEMORY_RETENTION_DAYS", "value": str(spec.memory.retention_days)},
-            {"name": "STOA_METRICS_PORT", "value": str(inputs.metrics_port)},
-        ]
-    )
-    env.extend({"name": e.name, "value": e.value} for e in spec.env)
-    return env
+    return kubernetes_env(contract_env(inputs.name, inputs.spec, wiring))
 
 
 def build_deployment(inputs: AgentInputs) -> dict[str, Any]:
@@ -120,6 +100,7 @@ def build_deployment(inputs: AgentInputs) -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": name,
                     "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],

@@ -152,6 +152,7 @@ def build_deployment(inputs: GatewayInputs) -> dict[str, Any]:
                 "spec": {
                     "serviceAccountName": GATEWAY_NAME,
                     "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,  # configured only by what is set here
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],

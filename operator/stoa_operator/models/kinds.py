@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from stoa_agents.envcontract import SPEC_ENV, TUNABLE_ENV
 from stoa_api.agent import AgentSpec
 from stoa_api.base import GROUP, VERSION
 from stoa_api.conversation import ConversationSpec
@@ -81,24 +82,11 @@ def _reason() -> dict[str, Any]:
     }
 
 
-# Set by the Agent builder from the spec and settings; other STOA_* tuning knobs may be given in env.
-RESERVED_ENV = (
-    "STOA_AGENT_NAME",
-    "STOA_AGENT_ROLE",
-    "STOA_PERSONA",
-    "STOA_POD_NAME",
-    "STOA_NAMESPACE",
-    "STOA_QUEUE",
-    "STOA_MODEL_BASE_URL",
-    "STOA_MODEL_NAME",
-    "STOA_MODEL_FALLBACK_POLICIES",
-    "STOA_RABBITMQ_URL",
-    "STOA_POSTGRES_DSN",
-    "STOA_MEMORY_ENABLED",
-    "STOA_MEMORY_RETENTION_DAYS",
-    "STOA_METRICS_PORT",
-)
+# From the env contract (stoa_agents.envcontract): the variables the builder derives from the spec may not
+# be set in spec.env; any other STOA_* name there must be a runtime knob (the runtime refuses others).
+RESERVED_ENV = SPEC_ENV
 _RESERVED_ENV = "[" + ", ".join(f"'{n}'" for n in RESERVED_ENV) + "]"
+_AGENT_ENV = "[" + ", ".join(f"'{n}'" for n in (*RESERVED_ENV, *TUNABLE_ENV)) + "]"
 
 AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
 
@@ -245,6 +233,13 @@ AGENT = Kind(
                 "!has(self.env) || self.env.all(e, !(e.name in " + _RESERVED_ENV + "))",
                 "env must not set the STOA_* variables the operator derives from the spec "
                 "(agent, persona, model, connection, memory, metrics)",
+                ".env",
+            ),
+            Rule(
+                "!has(self.env) || self.env.all(e, !e.name.startsWith('STOA_') || e.name in "
+                + _AGENT_ENV
+                + ")",
+                "env STOA_* names must be agent runtime settings (docs/runtime.md, Configuration)",
                 ".env",
             ),
         ),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from stoa_agents.envcontract import CONNECTION_KEYS
 from stoa_api.agent import AgentSpec
-from stoa_operator.builders.agent import CONNECTION_KEYS, AgentInputs, build_agent
+from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
@@ -71,9 +72,8 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         owner=owner_from_body(body).reference(controller=True),
         image=s.agent_image,
         connection_secret=s.connection_secret,
-        model_base_url=gateway_endpoint(namespace, s.gateway_port),
-        queue=queue,
-        metrics_port=s.agent_metrics_port,
+        model_base_url=gateway_endpoint(namespace, s.gateway_port_number),
+        metrics_port=s.agent_metrics_port_number,
         image_pull_policy=s.image_pull_policy,
     )
     applied = [ctx.kube.apply(child) for child in build_agent(inputs)]

@@ -59,7 +59,7 @@ def sync_gateway(
             owners=[policies[name][1] for name in sorted(policies)],
             image=s.gateway_image,
             replicas=s.gateway_replicas,
-            port=s.gateway_port,
+            port=s.gateway_port_number,
             image_pull_policy=s.image_pull_policy,
         )
         applied = [ctx.kube.apply(child) for child in build_gateway(inputs)]
@@ -90,7 +90,7 @@ def _target_health(ctx: Context, namespace: str, name: str, spec: ModelPolicySpe
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
         if ip and (pod.get("status") or {}).get("phase") == "Running":
-            url = f"http://{ip}:{ctx.settings.gateway_port}/v1/stoa/status"
+            url = f"http://{ip}:{ctx.settings.gateway_port_number}/v1/stoa/status"
             reply = ctx.gateway_probe(url, ctx.settings.gateway_status_timeout_seconds)
             if reply is not None:
                 replies.append(reply)
@@ -111,7 +111,7 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
         f"gateway {GATEWAY_NAME}", readiness.rollout(deployment), problems, reason
     )
     fields = {
-        "endpoint": gateway_endpoint(namespace, ctx.settings.gateway_port),
+        "endpoint": gateway_endpoint(namespace, ctx.settings.gateway_port_number),
         "gateway": GATEWAY_NAME,
         "configHash": config_hash(config_text),
         "targets": _target_health(ctx, namespace, name, spec),

@@ -108,7 +108,7 @@ def test_bundled_model_answers_a_chat_completion_through_its_service(
     pod = _ready_model_pod(kube, namespace, node, timeout=60)
     assert pod.startswith(f"{name}-model-")
     # The chart's env port (8080) was remapped to the pod's host port, and the server listens there.
-    assert node.pod_env(pod, namespace)["STOA_MODEL_SERVER_PORT"] == str(
+    assert node.pod_env(pod, namespace)["STOA_MODEL_SERVER_PORT_NUMBER"] == str(
         node.pod_port(pod, namespace, "http")
     )
 

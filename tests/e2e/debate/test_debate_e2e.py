@@ -63,23 +63,12 @@ def _examples() -> list[JSON]:
 
 
 def _with_model(docs: list[JSON], base_url: str) -> list[JSON]:
-    """The applied copy: every ModelPolicy target points at the fake model on loopback.
-
-    Also drops Agent ``spec.env`` entries named ``STOA_*``, which the CRD rejects ("env must not set
-    STOA_* variables"); printed, so a sample that the API server refuses is visible, not hidden.
-    """
+    """The applied copy: every ModelPolicy target points at the fake model on loopback. Everything else,
+    the Agents' ``spec.env`` runtime knobs (``STOA_HISTORY_TURNS``) included, is applied as written."""
     for doc in docs:
         if doc["kind"] == "ModelPolicy":
             for target in doc["spec"]["targets"]:
                 target["baseURL"] = base_url
-        env = doc["spec"].get("env") if doc["kind"] == "Agent" else None
-        if env:
-            dropped = [e["name"] for e in env if str(e["name"]).startswith("STOA_")]
-            if dropped:
-                print(
-                    f"NOTE examples/debate Agent {doc['metadata']['name']}: dropped env {dropped} (CRD rule)"
-                )
-                doc["spec"]["env"] = [e for e in env if e["name"] not in dropped]
     return docs
 
 

@@ -4,13 +4,14 @@ No I/O here: the node agent gathers ConfigMaps/Secrets and allocated ports, thes
 
 Port mechanism: all pods share the loopback interface, so every ``containerPort`` of a pod is given its
 own free host port. A container learns it through its environment: each env var whose name ends in
-``_PORT`` and whose literal value equals one of the pod's containerPorts is rewritten to the host port
-(``STOA_METRICS_PORT: "9090"`` with ``containerPort: 9090`` -> ``STOA_METRICS_PORT: "41234"``), and
-``$(VAR)`` references in command/args/env are expanded afterwards, as the kubelet does, so
-``args: [gateway, --port, $(STOA_GATEWAY_PORT)]`` follows. Probes on a port (by number or name) go to
-the host port. Flags named ``*port`` whose value is a containerPort follow too (``--port 8080`` and
-``--metrics-port=9090`` -> the host port). In a real cluster the same Pod spec is self-consistent (env
-value == containerPort). Service addresses: :mod:`tests.e2e.nodeagent.services`.
+``_PORT`` or ``_PORT_NUMBER`` and whose literal value equals one of the pod's containerPorts is rewritten
+to the host port (``STOA_METRICS_PORT_NUMBER: "9090"`` with ``containerPort: 9090`` ->
+``STOA_METRICS_PORT_NUMBER: "41234"``), and ``$(VAR)`` references in command/args/env are expanded
+afterwards, as the kubelet does, so ``args: [gateway, --port, $(STOA_GATEWAY_PORT_NUMBER)]`` follows.
+Probes on a port (by number or name) go to the host port. Flags named ``*port`` whose value is a
+containerPort follow too (``--port 8080`` and ``--metrics-port=9090`` -> the host port). In a real
+cluster the same Pod spec is self-consistent (env value == containerPort). Service addresses:
+:mod:`tests.e2e.nodeagent.services`.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ def resolve_env(
         else:
             value = expand(item.get("value", ""), env)
         assert isinstance(value, str)
-        if name.endswith("_PORT") and value.isdigit() and int(value) in ports:
+        if name.endswith(("_PORT", "_PORT_NUMBER")) and value.isdigit() and int(value) in ports:
             value = str(ports[int(value)])
         env[name] = value
     return env

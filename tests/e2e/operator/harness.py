@@ -114,8 +114,8 @@ class OperatorProcess:
             "STOA_OPERATOR_RESYNC_SECONDS": "5",
             "STOA_OPERATOR_CONVERSATION_SYNC_SECONDS": "2",
             "STOA_OPERATOR_RETRY_SECONDS": "2",
-            "STOA_OPERATOR_METRICS_PORT": str(self.metrics_port),
-            "STOA_OPERATOR_LIVENESS_PORT": str(self.liveness_port),
+            "STOA_OPERATOR_METRICS_PORT_NUMBER": str(self.metrics_port),
+            "STOA_OPERATOR_LIVENESS_PORT_NUMBER": str(self.liveness_port),
             "STOA_OPERATOR_MAX_WORKERS": "8",
             **self.env_extra,
         }

@@ -105,6 +105,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "env must not set the STOA_* variables the operator derives",
     ),
     (
+        "env sets an unknown STOA_*",
+        AGENT,
+        {"env": [{"name": "STOA_MODEL_FALLBACK_POLICIES", "value": "x"}]},
+        "env STOA_* names must be agent runtime settings",
+    ),
+    (
         "cpu request above limit",
         AGENT,
         {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}},

@@ -15,7 +15,7 @@ import asyncpg
 
 from stoa_agents.bus.broker import Bus
 from stoa_agents.control import conversation_status, start_conversation
-from stoa_agents.envcontract import agent_env
+from stoa_agents.envcontract import Wiring, agent_env, literal_env
 from stoa_agents.identity import agent_key
 from stoa_agents.local.fleet import Fleet
 from stoa_agents.store.db import open_pool
@@ -93,24 +93,28 @@ class Cluster:
         for i, name in enumerate(names):
             role = "moderator" if i == 0 else ("pro" if i == 1 else "con")
             url = model_url if isinstance(model_url, str) else model_url[name]
-            envs[f"{namespace}-{name}" if namespace else name] = agent_env(
-                name,
-                AgentSpec(role=role, persona=f"You are {name}."),
-                model_base_url=url,
-                model_name="fake-model",
+            wiring = Wiring(
                 rabbitmq_url=rabbitmq_url,
                 postgres_dsn=postgres_dsn,
-                pod_name="",
-                metrics_port=0,
-                namespace=namespace,
-                extra={
-                    "STOA_HEARTBEAT_SECONDS": "2",
-                    "STOA_MODEL_BACKOFF_SECONDS": "0.05",
-                    "STOA_RELAY_INTERVAL_SECONDS": "2",
-                    "STOA_LOG_LEVEL": "INFO",
-                    **(env or {}),
-                    **((per_agent_env or {}).get(name, {})),
-                },
+                model_url=url,
+                default_model="fake-model",
+                namespace=namespace or None,
+                metrics_port_number=0,
+            )
+            envs[f"{namespace}-{name}" if namespace else name] = literal_env(
+                agent_env(
+                    name,
+                    AgentSpec(role=role, persona=f"You are {name}."),
+                    wiring,
+                    {
+                        "STOA_HEARTBEAT_SECONDS": "2",
+                        "STOA_MODEL_BACKOFF_SECONDS": "0.05",
+                        "STOA_RELAY_INTERVAL_SECONDS": "2",
+                        "STOA_LOG_LEVEL": "INFO",
+                        **(env or {}),
+                        **((per_agent_env or {}).get(name, {})),
+                    },
+                )
             )
         db = await open_pool(postgres_dsn)
         bus = await Bus.connect(

@@ -59,8 +59,8 @@ def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> 
     assert env["STOA_OPERATOR_NAMESPACES"] == ""
     # Each listen port comes from an env var equal to its containerPort (the e2e node agent remaps them).
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert env["STOA_OPERATOR_METRICS_PORT"] == str(ports["metrics"])
-    assert env["STOA_OPERATOR_LIVENESS_PORT"] == str(ports["health"])
+    assert env["STOA_OPERATOR_METRICS_PORT_NUMBER"] == str(ports["metrics"])
+    assert env["STOA_OPERATOR_LIVENESS_PORT_NUMBER"] == str(ports["health"])
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     bindings = find(objects, "ClusterRoleBinding")
@@ -80,7 +80,11 @@ def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> 
 
 @pytest.mark.parametrize("values", [[], ["bundled.enabled=true"]])
 def test_every_pod_is_hardened(values: list[str]) -> None:
-    for spec in _pod_specs(render(*values)):
+    specs = _pod_specs(render(*values))
+    assert len(specs) == (4 if values else 1)  # operator (+ bundled RabbitMQ, PostgreSQL, model)
+    for spec in specs:
+        # Configured only by what the chart sets: a Service named stoa-* would otherwise inject STOA_*.
+        assert spec["enableServiceLinks"] is False
         assert spec["securityContext"]["runAsNonRoot"] is True
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         for container in spec["containers"]:
@@ -167,7 +171,7 @@ def test_bundled_model_serves_the_debate_examples_model_url() -> None:
     assert "command" not in container  # the model image's ENTRYPOINT is `stoa`
     (http,) = container["ports"]
     assert port["targetPort"] == http["name"]
-    assert _env(container)["STOA_MODEL_SERVER_PORT"] == str(http["containerPort"])  # remapped in e2e
+    assert _env(container)["STOA_MODEL_SERVER_PORT_NUMBER"] == str(http["containerPort"])  # remapped in e2e
     assert container["readinessProbe"]["httpGet"] == {"path": "/v1/models", "port": "http"}
     assert container["resources"]["requests"] == {"cpu": "250m", "memory": "512Mi"}
     # Read-only root filesystem: llama.cpp's server writes nothing; HOME and temp files go to /tmp.

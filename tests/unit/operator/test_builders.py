@@ -14,7 +14,6 @@ from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import Owner
 from stoa_operator.builders.gateway import GatewayInputs, build_gateway, key_envs, render_config
 from stoa_operator.k8s.resources import resource_for
-from stoa_operator.runtime_adapter import agent_queue
 
 GOLDEN = Path(__file__).parent / "golden"
 OWNER = Owner("stoa.dev/v1alpha1", "Agent", "pro", "uid-1", "ns").reference()
@@ -30,7 +29,6 @@ def _agent_inputs(**spec: Any) -> AgentInputs:
         image="img:1",
         connection_secret="stoa-connections",
         model_base_url="http://stoa-gateway.ns.svc:8080/v1",
-        queue=agent_queue("ns", "pro"),
     )
 
 
@@ -90,7 +88,8 @@ def test_agent_env_follows_the_runtime_contract() -> None:
     env = _env(deployment)
     assert env["STOA_AGENT_NAME"] == "pro"
     assert env["STOA_MODEL_NAME"] == "models"
-    assert env["STOA_MODEL_FALLBACK_POLICIES"] == "cheap"
+    assert env["STOA_MODEL_FALLBACKS"] == "cheap"  # the runtime's name (was a dead copy before)
+    assert "STOA_MODEL_FALLBACK_POLICIES" not in env
     assert env["STOA_POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["STOA_RABBITMQ_URL"] == {"secretKeyRef": {"name": "stoa-connections", "key": "rabbitmqUrl"}}
     assert env["STOA_MEMORY_RETENTION_DAYS"] == "30"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from stoa_agents.envcontract import agent_env, agent_model_name
+from stoa_agents.envcontract import Wiring, agent_env, agent_model_name, literal_env
 from stoa_agents.settings import AgentSettings
 from stoa_agents.turns.policy import Turn
 from stoa_agents.turns.prompts import TurnContext, build_messages, memory_note
@@ -32,13 +32,14 @@ def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch)
     env = agent_env(
         "team-a",
         agent_spec(env=[{"name": "STOA_PREFETCH", "value": "2"}], fallbackPolicies=[{"name": "big"}]),
-        model_base_url="http://gw:8080/v1",
-        model_name="small",
-        rabbitmq_url="amqp://r/",
-        postgres_dsn="postgresql://p/db",
-        pod_name="team-a-7d9-x",
+        Wiring(
+            rabbitmq_url="amqp://r/",
+            postgres_dsn="postgresql://p/db",
+            gateway_url="http://gw:8080/v1",
+            pod_name="team-a-7d9-x",
+        ),
     )
-    for key, value in env.items():
+    for key, value in literal_env(env).items():
         monkeypatch.setenv(key, value)
     settings = AgentSettings()
     assert settings.agent_name == "team-a"
@@ -46,7 +47,7 @@ def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch)
     assert settings.model_name == "small"
     assert settings.prefetch == 2
     assert settings.model_fallbacks == "big"
-    assert settings.metrics_port == 9090
+    assert settings.metrics_port_number == 9090
     assert settings.crash_points() == frozenset()
 
 

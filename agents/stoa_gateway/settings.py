@@ -1,0 +1,23 @@
+"""``stoa gateway`` settings from ``STOA_GATEWAY_*`` variables (flags win). Any other ``STOA_*`` name,
+except the ``STOA_KEY_*`` API keys the operator maps from Secrets, stops the start with a message."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from stoa_settings import StoaSettings
+
+
+class GatewaySettings(StoaSettings):
+    model_config = SettingsConfigDict(env_prefix="STOA_GATEWAY_", extra="forbid", frozen=True)
+    process: ClassVar[str] = "stoa gateway"
+    docs: ClassVar[str] = "docs/gateway.md (Run)"
+    family: ClassVar[str] = "STOA_"
+    other_families: ClassVar[tuple[str, ...]] = ("STOA_KEY_",)  # target API keys (Target.key_env_name)
+
+    # Never STOA_GATEWAY_PORT: a Service named stoa-gateway injects that name as a link variable.
+    port_number: int = Field(default=8080, ge=1, le=65535)
+    host: str = "0.0.0.0"
