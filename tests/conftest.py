@@ -8,6 +8,7 @@ import pytest
 
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
+from stoa_devenv.redis import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -22,5 +23,13 @@ def postgres() -> Iterator[PostgresServer]:
 def rabbitmq() -> Iterator[RabbitMQServer]:
     """A private RabbitMQ node, started once per session (~6-13 s). ``.url``, ``.restart()``, ``.kill()``."""
     server = RabbitMQServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private Redis (no persistence), started once per session (~0.1 s). ``.url``, ``.kill()``, ``.start()``."""
+    server = RedisServer().start()
     yield server
     server.destroy()

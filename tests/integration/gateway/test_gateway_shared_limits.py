@@ -1,0 +1,200 @@
+"""Limits shared across three real gateway processes through a real Redis: skewed load, a replica added
+and removed, Redis killed and restarted. The bound: calls admitted in T seconds <= 1.05 x (rpm + rpm*T/60)
+(the bucket's burst plus its refill), however the load is spread."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from stoa_devenv.redis import RedisServer
+from stoa_testing.fake_provider import RunningFake, start_fake_provider
+from stoa_testing.gateway import ask, target
+from stoa_testing.replicas import GatewayProcess, Tally, drive, write_config
+
+RPM = 120
+BOUND = 1.05
+
+
+def allowed(seconds: float) -> float:
+    return RPM + RPM * seconds / 60
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[RunningFake]:
+    fake = await start_fake_provider(replies=["ok"])
+    yield fake
+    await fake.close()
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path, model: RunningFake) -> AsyncIterator[Callable[..., GatewayProcess]]:
+    config = write_config(
+        tmp_path / "gateway.json",
+        {
+            "chat": {
+                "targets": [target("m", model, rpm=RPM)],
+                "priority": {"queueSeconds": {"normal": 0}},  # answer 429 at once: count admissions only
+            },
+            "spend": {
+                "targets": [target("m", model, inputCostPer1k=1000.0)],
+                "budget": {"dailyLimitUSD": 5},
+            },
+        },
+    )
+    prefix = f"test-{secrets.token_hex(4)}"
+    started: list[GatewayProcess] = []
+
+    def factory(name: str, redis_url: str | None, replicas: int = 3) -> GatewayProcess:
+        gw = GatewayProcess(config, redis_url, replicas=replicas, prefix=prefix, name=name).start()
+        started.append(gw)
+        return gw
+
+    yield factory
+    for gw in started:
+        gw.stop()
+
+
+async def limits_of(http: aiohttp.ClientSession, gws: list[GatewayProcess]) -> list[dict[str, object]]:
+    return [(await gw.status(http))["limits"] for gw in gws]
+
+
+async def until(check: Callable[[], object], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():  # type: ignore[misc]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_skewed_load_is_admitted_within_the_shared_limit(
+    redis_server: RedisServer, replicas: Callable[..., GatewayProcess], model: RunningFake
+) -> None:
+    gws = [replicas(name, redis_server.url) for name in ("hot", "warm", "cold")]
+    for gw in gws:
+        await gw.ready()
+    tally = Tally()
+
+    started = time.monotonic()
+    await drive(
+        {"hot": (gws[0].url, 6), "warm": (gws[1].url, 2), "cold": (gws[2].url, 1)}, ask("chat"), 3.0, tally
+    )
+    elapsed = time.monotonic() - started
+
+    admitted = model.chat_requests
+    ratio = admitted / allowed(elapsed)
+    print(
+        f"skewed: admitted={admitted} allowed={allowed(elapsed):.0f} ratio={ratio:.3f} {dict(tally.statuses)}"
+    )
+    assert admitted == tally.ok()
+    assert ratio <= BOUND
+    assert ratio >= 0.8  # the limit is used, not split into idle thirds
+    assert tally.ok("hot") > 1.3 * allowed(elapsed) / 3  # the hot replica got more than an even share
+    assert {s for (_, s) in tally.statuses} == {200, 429}
+    async with aiohttp.ClientSession() as http:
+        assert [(s["shared"], s["replicas"]) for s in await limits_of(http, gws)] == [(True, 3)] * 3
+
+
+async def test_budget_spent_through_one_replica_stops_the_others(
+    redis_server: RedisServer, replicas: Callable[..., GatewayProcess]
+) -> None:
+    gws = [replicas(name, redis_server.url) for name in ("a", "b")]
+    for gw in gws:
+        await gw.ready()
+    body = ask("spend", "x" * 400)  # 100 input tokens at 1000 USD per 1k: 100 USD a call, budget 5
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{gws[0].url}/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+
+        async def b_rejects() -> bool:
+            async with http.post(f"{gws[1].url}/v1/chat/completions", json=body) as resp:
+                data = await resp.json()
+                assert resp.status in (200, 429)
+                return resp.status == 429 and data["error"]["code"] == "budget_exceeded"
+
+        await until(b_rejects, 2.0)
+        status = await gws[1].status(http)
+        assert status["policies"]["spend"]["spentTodayUSD"] >= 100
+
+
+async def test_replica_added_and_removed(
+    redis_server: RedisServer, replicas: Callable[..., GatewayProcess], model: RunningFake
+) -> None:
+    a, b = replicas("a", redis_server.url), replicas("b", redis_server.url)
+    await a.ready()
+    await b.ready()
+    tally = Tally()
+    started = time.monotonic()
+    load = asyncio.create_task(drive({"a": (a.url, 4), "b": (b.url, 2)}, ask("chat"), 5.0, tally))
+    async with aiohttp.ClientSession() as http:
+        await until(lambda: _replicas_seen(http, a, 2), 3.0)
+        c = replicas("c", redis_server.url)
+        await c.ready()
+        extra = asyncio.create_task(drive({"c": (c.url, 2)}, ask("chat"), 2.0, tally))
+        await until(lambda: _replicas_seen(http, a, 3), 3.0)
+        await extra
+        b.stop()  # SIGTERM: returns its leases and leaves the member set
+        await until(lambda: _replicas_seen(http, a, 2), 3.0)
+        await load
+    elapsed = time.monotonic() - started
+    ratio = model.chat_requests / allowed(elapsed)
+    print(f"add/remove: admitted={model.chat_requests} allowed={allowed(elapsed):.0f} ratio={ratio:.3f}")
+    assert ratio <= BOUND
+    assert tally.ok("c") > 0
+
+
+async def _replicas_seen(http: aiohttp.ClientSession, gw: GatewayProcess, count: int) -> bool:
+    limits = (await gw.status(http))["limits"]
+    return bool(limits["shared"]) and limits["replicas"] == count
+
+
+async def test_redis_killed_then_restarted(
+    replicas: Callable[..., GatewayProcess], model: RunningFake
+) -> None:
+    redis = RedisServer().start()
+    try:
+        gws = [replicas(name, redis.url) for name in ("hot", "warm", "cold")]
+        for gw in gws:
+            await gw.ready()
+        tally = Tally()
+        started = time.monotonic()
+        split = {"hot": (gws[0].url, 6), "warm": (gws[1].url, 2), "cold": (gws[2].url, 1)}
+        load = asyncio.create_task(drive(split, ask("chat"), 6.0, tally))
+        async with aiohttp.ClientSession() as http:
+            await asyncio.sleep(1.5)
+            redis.kill()
+            killed = time.monotonic()
+
+            async def all_fell_back() -> bool:
+                return not any(s["shared"] for s in await limits_of(http, gws))
+
+            await until(all_fell_back, 3.0)
+            fallback = await limits_of(http, gws)
+            assert all("cannot reach" in str(s["reason"]) and s["replicas"] == 3 for s in fallback), fallback
+            during = model.chat_requests
+            await asyncio.sleep(1.0)
+            outage_admitted = model.chat_requests - during
+            redis.start()  # same port, empty: every replica hands back what it used
+
+            async def all_shared() -> bool:
+                return all(s["shared"] for s in await limits_of(http, gws))
+
+            await until(all_shared, 5.0)
+            restored = time.monotonic() - killed
+        await load
+    finally:
+        redis.destroy()
+    elapsed = time.monotonic() - started
+    ratio = model.chat_requests / allowed(elapsed)
+    print(
+        f"redis kill/restart: admitted={model.chat_requests} allowed={allowed(elapsed):.0f} ratio={ratio:.3f} "
+        f"outage_1s={outage_admitted} restored_after={restored:.1f}s"
+    )
+    assert outage_admitted <= BOUND * (RPM / 60 * 1.0 + 3)  # the shares' refill: never unlimited
+    assert ratio <= BOUND
+    assert 0 < tally.ok("cold")
