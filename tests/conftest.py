@@ -29,7 +29,7 @@ def rabbitmq() -> Iterator[RabbitMQServer]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """A private Redis (no persistence), started once per session (~0.1 s). ``.url``, ``.kill()``, ``.start()``."""
+    """A private Redis (no persistence), started once per session (~0.1 s). ``.url``, ``.kill()``."""
     server = RedisServer().start()
     yield server
     server.destroy()
