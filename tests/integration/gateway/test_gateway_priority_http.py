@@ -1,0 +1,96 @@
+"""Priority classes under a binding limit: critical calls get through, batch calls are shed first."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import aiohttp
+
+from stoa_testing.gateway import FakeFactory, GatewayFactory, ask, metric, target
+
+
+async def test_critical_succeeds_while_batch_is_shed(
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    model = await fake(replies=["ok"])
+    gw = await gateway(
+        {
+            "chat": {
+                "targets": [target("m", model, rpm=120)],  # a burst of 120, then 2 per second
+                "priority": {
+                    "queueSeconds": {"critical": 5, "normal": 2, "batch": 0.5},
+                    "criticalReserve": 0.2,  # 24 of the 120 only critical calls may use
+                    "maxQueued": 50,
+                },
+            }
+        }
+    )
+    results: Counter[tuple[str, int]] = Counter()
+    retry_after: list[int] = []
+    deadline = time.monotonic() + 4.0
+
+    async def caller(priority: str, pause: float) -> None:
+        while time.monotonic() < deadline:
+            headers = {"X-Stoa-Priority": priority}
+            async with http.post(
+                f"{gw.base_url}/chat/completions", json=ask("chat"), headers=headers
+            ) as resp:
+                await resp.read()
+                results[(priority, resp.status)] += 1
+                if resp.status == 429:
+                    retry_after.append(int(resp.headers["Retry-After"]))
+            await asyncio.sleep(pause)
+
+    await asyncio.gather(
+        *(caller("batch", 0.0) for _ in range(6)),
+        *(caller("normal", 0.2) for _ in range(2)),
+        *(caller("critical", 0.25) for _ in range(2)),
+    )
+
+    critical = results[("critical", 200)] / sum(n for (p, _), n in results.items() if p == "critical")
+    print(dict(results))
+    assert critical >= 0.99
+    assert results[("critical", 200)] >= 20
+    assert results[("batch", 429)] > results[("batch", 200)]  # the limit binds, and batch pays for it
+    assert model.chat_requests <= 120 + 2 * 5  # the limit held: burst + refill over the run
+    assert retry_after
+    assert min(retry_after) >= 1
+    ok = await metric(http, gw, "stoa_gateway_priority_requests_total", priority="critical", outcome="ok")
+    shed = await metric(
+        http, gw, "stoa_gateway_priority_requests_total", priority="batch", outcome="rate_limited"
+    )
+    assert ok == results[("critical", 200)]
+    assert shed == results[("batch", 429)]
+    assert await metric(http, gw, "stoa_gateway_queue_wait_seconds_count", priority="critical") == ok
+
+
+async def test_critical_waits_at_the_head_of_the_queue(
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    model = await fake(replies=["ok"])
+    gw = await gateway(
+        {
+            "chat": {
+                "targets": [target("m", model, rpm=60)],  # 1 per second after the burst
+                "priority": {"queueSeconds": {"critical": 5, "normal": 5, "batch": 5}},
+            }
+        }
+    )
+    for _ in range(60):  # drain the burst
+        assert (await http.post(f"{gw.base_url}/chat/completions", json=ask("chat"))).status == 200
+    order: list[str] = []
+
+    async def call(priority: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        headers = {"X-Stoa-Priority": priority}
+        async with http.post(f"{gw.base_url}/chat/completions", json=ask("chat"), headers=headers) as resp:
+            assert resp.status == 200
+            order.append(priority)
+
+    await asyncio.gather(call("batch", 0.0), call("batch", 0.05), call("normal", 0.1), call("critical", 0.15))
+
+    assert order[0] in ("batch", "critical")  # the first batch call may already be at the head
+    assert order.index("critical") <= 1
+    assert order.index("normal") < order.index("batch", 1)
