@@ -81,9 +81,8 @@ async def test_skewed_load_is_admitted_within_the_shared_limit(
     tally = Tally()
 
     started = time.monotonic()
-    await drive(
-        {"hot": (gws[0].url, 6), "warm": (gws[1].url, 2), "cold": (gws[2].url, 1)}, ask("chat"), 3.0, tally
-    )
+    # The cold replica gets no calls: a per-replica split would leave its third unused (ratio <= 0.67).
+    await drive({"hot": (gws[0].url, 6), "warm": (gws[1].url, 2)}, ask("chat"), 3.0, tally)
     elapsed = time.monotonic() - started
 
     admitted = model.chat_requests
@@ -93,8 +92,8 @@ async def test_skewed_load_is_admitted_within_the_shared_limit(
     )
     assert admitted == tally.ok()
     assert ratio <= BOUND
-    assert ratio >= 0.8  # the limit is used, not split into idle thirds
-    assert tally.ok("hot") > 1.3 * allowed(elapsed) / 3  # the hot replica got more than an even share
+    assert ratio >= 0.8  # the limit is used, not split into thirds with one idle
+    assert tally.ok("hot") > allowed(elapsed) / 3  # more than a third: the shares follow the load
     assert {s for (_, s) in tally.statuses} == {200, 429}
     async with aiohttp.ClientSession() as http:
         assert [(s["shared"], s["replicas"]) for s in await limits_of(http, gws)] == [(True, 3)] * 3
