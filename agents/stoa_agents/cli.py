@@ -23,7 +23,6 @@ def agent_main(argv: Sequence[str]) -> int:
 
     try:
         settings = AgentSettings()  # required fields come from the environment
-        settings.crash_points()
     except (ValidationError, ValueError) as exc:
         print(f"Invalid agent configuration: {exc}", file=sys.stderr)
         return 2

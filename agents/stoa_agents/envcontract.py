@@ -146,6 +146,4 @@ SPEC_ENV = (
     "STOA_METRICS_PORT_NUMBER",
 )
 # The runtime knobs an Agent's spec.env may set (every other STOA_* name is rejected by the CRD).
-TUNABLE_ENV = tuple(
-    sorted(n for n in env_names(AgentSettings) if n not in SPEC_ENV and not n.startswith("STOA_TEST_"))
-)
+TUNABLE_ENV = tuple(sorted(n for n in env_names(AgentSettings) if n not in SPEC_ENV))

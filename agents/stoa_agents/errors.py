@@ -8,19 +8,9 @@ import aiormq.exceptions
 from stoa_agents.protocol import MalformedMessageError
 from stoa_agents.store.db import CONNECTION_ERRORS
 from stoa_agents.turns.classify import FailureKind
+from stoa_agents.turns.plan import MisroutedError, UnknownConversationError
 
-
-class UnknownConversationError(LookupError):
-    pass
-
-
-class MisroutedError(ValueError):
-    pass
-
-
-class InjectedFailureError(RuntimeError):
-    """STOA_TEST_FAIL_CONVERSATION: a deterministic poison for tests."""
-
+__all__ = ["MisroutedError", "UnknownConversationError", "failure_kind"]
 
 _BROKER_ERRORS: tuple[type[BaseException], ...] = (
     aiormq.exceptions.AMQPConnectionError,

@@ -1,8 +1,9 @@
 """The ``stoa agent`` process: one replica of one agent (active consumer or hot standby).
 
-Per delivery: dedupe -> load history -> call the model -> one transaction (turn + processed id + outbox)
--> publish the outbox with confirms -> ack. Any crash in between ends, after redelivery, in exactly one
-stored turn and one next message per seq (docs/runtime.md, "Exactly once").
+Per delivery (``bus.consumer``): dedupe -> load history -> call the model -> one transaction (turn +
+processed id + outbox) -> publish the outbox with confirms -> ack. Any crash in between ends, after
+redelivery, in exactly one stored turn and one next message per seq (docs/runtime.md, "Exactly once").
+The decisions are pure (``turns.plan``); this module gathers their inputs and applies their results.
 """
 
 from __future__ import annotations
@@ -12,31 +13,28 @@ import contextlib
 import hashlib
 import logging
 import os
-import random
 import signal
-import time
-from typing import Any
 
 import asyncpg
-from aio_pika.abc import AbstractIncomingMessage
 
 from stoa_agents.bus.broker import Bus
-from stoa_agents.errors import InjectedFailureError, MisroutedError, UnknownConversationError, failure_kind
+from stoa_agents.bus.consumer import Consumer
+from stoa_agents.bus.deadletters import DeadLetters
+from stoa_agents.faults import NO_FAULTS, Faults
 from stoa_agents.health import start_health_server
-from stoa_agents.identity import agent_key, conversation_namespace, participant_key
+from stoa_agents.identity import agent_key
 from stoa_agents.metrics import AgentMetrics
 from stoa_agents.model_client import Completion, ModelClient, ModelConfig, ModelError
 from stoa_agents.outbox import publish_outbox
-from stoa_agents.protocol import MalformedMessageError, TurnMessage, make_message, parse_message
+from stoa_agents.protocol import TurnMessage
 from stoa_agents.settings import AgentSettings
 from stoa_agents.store import repo
-from stoa_agents.store.db import CONNECTION_ERRORS, open_pool
+from stoa_agents.store.db import open_pool
 from stoa_agents.store.migrate import ensure_memory
 from stoa_agents.tracing import child_traceparent, trace_id_of
-from stoa_agents.turns.classify import Action, classify, retry_delay
-from stoa_agents.turns.policy import TERMINAL_PHASES, End, Phase, Turn, after_turn, speaker_for, turn_limit
-from stoa_agents.turns.prompts import TurnContext, build_messages, memory_note
-from stoa_api.conversation import ConversationSpec, TurnPolicyType
+from stoa_agents.turns.plan import Admission, ConversationState, Speaker, admit, next_step, turn_context
+from stoa_agents.turns.prompts import build_messages, memory_note
+from stoa_api.conversation import ConversationSpec
 
 log = logging.getLogger("stoa.agents.runtime")
 
@@ -60,27 +58,26 @@ def model_config(settings: AgentSettings) -> ModelConfig:
     )
 
 
-def _header_int(headers: dict[str, Any], key: str) -> int | None:
-    value = headers.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 class AgentRuntime:
-    def __init__(self, settings: AgentSettings) -> None:
+    """``faults``: hooks a test passes in to crash or poison this replica at fixed points."""
+
+    def __init__(self, settings: AgentSettings, faults: Faults = NO_FAULTS) -> None:
         self.s = settings
+        self.faults = faults
         self.agent = settings.agent_name  # bare name: protocol, transcript, logs, metrics
         self.namespace = settings.namespace
         self.key = agent_key(settings.namespace, settings.agent_name)  # queues, activity, totals, memory
         self.pod = settings.pod_name
+        self.speaker = Speaker(self.agent, settings.agent_role, settings.persona, settings.history_turns)
         self.metrics = AgentMetrics()
         self.model = ModelClient(model_config(settings))
         self.stopping = asyncio.Event()
-        self.inflight: set[asyncio.Task[Any]] = set()
-        self.crash_points = settings.crash_points()
         self.db: asyncpg.Pool | None = None
         self.bus: Bus | None = None
         self.active_recorded = False
         self.exit_code = 0
+        self.consumer = Consumer(self, self._process, self._note_active, settings.infra_retry_seconds)
+        self.dead_letters = DeadLetters(self, settings.delivery_limit, self._fail)
 
     # ---- process lifecycle -------------------------------------------------------------------------
 
@@ -91,6 +88,10 @@ class AgentRuntime:
             broker and database,
             f"broker={'up' if broker else 'down'} database={'up' if database else 'down'}",
         )
+
+    def give_up(self) -> None:
+        self.exit_code = 1
+        self.stopping.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -157,8 +158,8 @@ class AgentRuntime:
             queue, dlq = await bus.declare_agent(self.key)
             assert self.db is not None
             await publish_outbox(self.db, bus)  # finish publishes of a replica that died after its commit
-            await queue.consume(self._on_message)
-            await dlq.consume(self._on_dead_letter)
+            await queue.consume(self.consumer.on_message)
+            await dlq.consume(self.dead_letters.on_message)
             self.metrics.ready.labels(self.agent).set(1)
             log.info("Agent consuming agent=%s pod=%s queue=%s", self.agent, self.pod, queue.name)
             waiters = [
@@ -170,7 +171,7 @@ class AgentRuntime:
             for waiter in waiters:
                 waiter.cancel()
             if self.stopping.is_set():
-                await self._drain()
+                await self.consumer.drain(self.s.shutdown_grace_seconds)
             elif not bus.connection.is_closed:
                 raise ConnectionError("channel closed by the broker")
             else:
@@ -182,13 +183,6 @@ class AgentRuntime:
             with contextlib.suppress(Exception):
                 await bus.close()
 
-    async def _drain(self) -> None:
-        """SIGTERM: never cancel the consumer while holding a message. Finish and ack the current turn
-        (bounded by the grace period); then close the connection, which returns anything unacked."""
-        if self.inflight:
-            log.info("Agent finishing current turn before exit agent=%s pod=%s", self.agent, self.pod)
-            await asyncio.wait(list(self.inflight), timeout=self.s.shutdown_grace_seconds)
-
     async def _relay_loop(self) -> None:
         while True:
             await asyncio.sleep(self.s.relay_interval_seconds)
@@ -199,47 +193,6 @@ class AgentRuntime:
                 await publish_outbox(db, bus, min_age_seconds=self.s.relay_interval_seconds)
             except Exception as exc:  # the relay must survive outages; the next tick retries
                 log.warning("Outbox relay failed agent=%s pod=%s error=%r", self.agent, self.pod, exc)
-
-    async def _fail(
-        self, db: asyncpg.Pool, *, conv_id: str, conv_name: str, message_id: str, reason: str, outcome: str
-    ) -> None:
-        """Mark the conversation Failed with a readable reason, recording which message ended it."""
-        await repo.fail_conversation(
-            db, conv_id, reason, message_id=message_id, agent=self.key, pod=self.pod, outcome=outcome
-        )
-        log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv_name, reason)
-
-    # ---- test hooks ----------------------------------------------------------------------------------
-
-    def _crash(self, point: str, conversation: str) -> None:
-        if point not in self.crash_points:
-            return
-        if self.s.test_crash_conversation and self.s.test_crash_conversation not in conversation:
-            return
-        if random.random() < self.s.test_crash_probability:  # noqa: S311 (fault injection, not crypto)
-            log.warning("Crashing on purpose point=%s agent=%s pod=%s", point, self.agent, self.pod)
-            logging.shutdown()
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    # ---- deliveries --------------------------------------------------------------------------------
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        if self.stopping.is_set():
-            return  # not acked: returned to the queue when the connection closes
-        task = asyncio.current_task()
-        if task is not None:
-            self.inflight.add(task)
-        try:
-            await self._handle(message)
-        except Exception:  # a bug in the handler itself must not leave the message held forever
-            log.exception(
-                "Handler crashed agent=%s pod=%s message_id=%s", self.agent, self.pod, message.message_id
-            )
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-        finally:
-            if task is not None:
-                self.inflight.discard(task)
 
     async def _note_active(self, redelivered: bool) -> None:
         if self.active_recorded or self.db is None:
@@ -257,111 +210,34 @@ class AgentRuntime:
                 redelivered,
             )
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
-        started = time.monotonic()
-        headers = dict(message.headers or {})
-        if message.redelivered:
-            self.metrics.redeliveries.labels(self.agent).inc()
-        try:
-            msg = parse_message(message.body)
-        except MalformedMessageError as exc:
-            log.error(
-                "Rejecting malformed message agent=%s pod=%s message_id=%s reason=%r",
-                self.agent,
-                self.pod,
-                message.message_id,
-                str(exc),
-            )
-            self.metrics.dead_lettered.labels(self.agent, "malformed").inc()
-            with contextlib.suppress(Exception):
-                if self.db is not None:
-                    await repo.record_error(
-                        self.db, _message_key(message), self.key, self.pod, f"malformed: {exc}"
-                    )
-            await message.reject(requeue=False)
-            return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._note_active(bool(message.redelivered))
-                outcome = await self._process(msg)
-                await message.ack()
-                self.metrics.turns.labels(self.agent, outcome).inc()
-                if outcome == "stored":
-                    self.metrics.turn_seconds.labels(self.agent).observe(time.monotonic() - started)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                bus = self.bus
-                kind = failure_kind(exc, broker_closed=bus is None or bus.is_closed)
-                decision = classify(kind, time.monotonic() - started, self.s.infra_retry_seconds)
-                log.log(
-                    logging.INFO if decision.action in (Action.ACK, Action.RETRY) else logging.WARNING,
-                    "Turn failed agent=%s pod=%s conversation=%s seq=%d kind=%s action=%s error=%r "
-                    "delivery_count=%s",
-                    self.agent,
-                    self.pod,
-                    msg.conversation,
-                    msg.seq,
-                    kind.value,
-                    decision.action.value,
-                    exc,
-                    _header_int(headers, "x-delivery-count"),
-                )
-                if decision.action is Action.RETRY:
-                    await asyncio.sleep(retry_delay(attempt))
-                    continue
-                await self._apply(decision.action, message, msg, f"{kind.value}: {exc}")
-                return
+    async def _fail(self, conv_id: str, conv_name: str, message_id: str, reason: str, outcome: str) -> None:
+        """Mark the conversation Failed with a readable reason, recording which message ended it."""
+        assert self.db is not None
+        await repo.fail_conversation(
+            self.db, conv_id, reason, message_id=message_id, agent=self.key, pod=self.pod, outcome=outcome
+        )
+        log.error("Conversation failed agent=%s conversation=%s reason=%r", self.agent, conv_name, reason)
 
-    async def _apply(
-        self, action: Action, message: AbstractIncomingMessage, msg: TurnMessage, error: str
-    ) -> None:
-        if action in (Action.REQUEUE, Action.REJECT) and self.db is not None:
-            with contextlib.suppress(Exception):
-                await repo.record_error(self.db, msg.message_id, self.key, self.pod, error)
-        try:
-            if action is Action.ACK:
-                await message.ack()
-            elif action is Action.REQUEUE:
-                await message.nack(requeue=True)
-            elif action is Action.REJECT:
-                self.metrics.dead_lettered.labels(self.agent, "rejected").inc()
-                await message.reject(requeue=False)
-            elif action is Action.EXIT:
-                log.error("Exiting without ack agent=%s pod=%s reason=%r", self.agent, self.pod, error)
-                self.exit_code = 1
-                self.stopping.set()
-                if self.bus is not None:
-                    await self.bus.close()
-        except Exception as exc:  # channel already gone: the broker redelivers
-            log.warning(
-                "Could not settle message agent=%s pod=%s action=%s error=%r",
-                self.agent,
-                self.pod,
-                action.value,
-                exc,
-            )
+    # ---- one turn ----------------------------------------------------------------------------------
 
-    async def _admit(self, db: asyncpg.Pool, bus: Bus, msg: TurnMessage) -> repo.ConversationRow | str:
-        """Dedupe and phase checks: the conversation to work on, or the outcome to ack with."""
-        if msg.to != self.agent:
-            raise MisroutedError(f"message for {msg.to} delivered to {self.agent}")
+    async def _process(self, msg: TurnMessage) -> str:
+        db, bus = self.db, self.bus
+        assert db is not None
+        assert bus is not None
+        self.faults.at("on_receive", msg.conversation)
         conv = await repo.load_conversation(db, msg.conversation_id)
-        if conv is None:
-            raise UnknownConversationError(f"no conversation {msg.conversation_id} ({msg.conversation})")
-        if conversation_namespace(conv.name) != self.namespace:
-            raise MisroutedError(f"conversation {conv.name} is not in namespace {self.namespace!r}")
-        if msg.seq < conv.next_seq or await repo.is_processed(db, msg.message_id):
-            await publish_outbox(db, bus, conv.id)  # a crash after commit left it unpublished
+        state = None if conv is None else ConversationState(conv.id, conv.name, conv.phase, conv.next_seq)
+        fresh = conv is not None and msg.seq >= conv.next_seq
+        processed = fresh and await repo.is_processed(db, msg.message_id)
+        admission = admit(state, msg, agent=self.agent, namespace=self.namespace, processed=processed)
+        if admission is Admission.DUPLICATE:
+            await publish_outbox(db, bus, msg.conversation_id)  # a crash after commit left it unpublished
             return "duplicate"
-        if conv.phase in TERMINAL_PHASES:
+        if admission is Admission.FINISHED:
             return "finished"
-        if msg.seq > conv.next_seq:
-            raise MisroutedError(f"seq {msg.seq} is ahead of the conversation (next is {conv.next_seq})")
-        if conv.phase is Phase.SUSPENDED and await repo.park_message(db, conv.id, msg.message_id):
+        assert conv is not None
+        assert state is not None
+        if admission is Admission.PARK and await repo.park_message(db, conv.id, msg.message_id):
             log.info(
                 "Parked turn of suspended conversation agent=%s conversation=%s seq=%d",
                 self.agent,
@@ -369,104 +245,53 @@ class AgentRuntime:
                 msg.seq,
             )
             return "parked"
-        if self.s.test_fail_conversation and self.s.test_fail_conversation in conv.name:
-            raise InjectedFailureError(f"injected failure for conversation {conv.name} turn {msg.seq}")
-        return conv
-
-    async def _context(
-        self, db: asyncpg.Pool, conv: repo.ConversationRow, spec: ConversationSpec, msg: TurnMessage
-    ) -> tuple[TurnContext, list[Turn], str]:
-        history = await repo.load_turns(db, conv.id)
-        expected = speaker_for(spec, msg.seq, history)
-        if expected != self.agent:
-            raise MisroutedError(f"turn {msg.seq} belongs to {expected}, not {self.agent}")
-        participant = spec.participant(self.agent)
-        role = participant.role.value if participant else self.s.agent_role
-        if self.agent == spec.moderator_name():
-            role = "moderator"
-        memory = await repo.load_memory(db, self.key, conv.id) if self.s.memory_enabled else []
-        members = [p.agent_ref for p in spec.participants if p.agent_ref != spec.moderator_name()]
-        selected = spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED
-        ctx = TurnContext(
-            agent=self.agent,
-            role=role,
-            persona=self.s.persona,
-            topic=spec.topic,
-            seq=msg.seq,
-            turn_limit=turn_limit(spec),
-            history=history,
-            memory=memory,
-            history_turns=self.s.history_turns,
-            next_speakers=members if selected else None,
-        )
-        return ctx, history, role
-
-    async def _process(self, msg: TurnMessage) -> str:
-        db, bus = self.db, self.bus
-        assert db is not None
-        assert bus is not None
-        self._crash("on_receive", msg.conversation)
-        admitted = await self._admit(db, bus, msg)
-        if isinstance(admitted, str):
-            return admitted
-        conv = admitted
+        self.faults.admit(conv.name, msg.seq)
         spec = ConversationSpec.model_validate(conv.spec)
-        ctx, history, role = await self._context(db, conv, spec, msg)
+        history = await repo.load_turns(db, conv.id)
+        memory = await repo.load_memory(db, self.key, conv.id) if self.s.memory_enabled else []
+        ctx = turn_context(spec, msg.seq, history, memory, self.speaker)
         trace = trace_id_of(msg.traceparent) or hashlib.sha256(conv.id.encode()).hexdigest()[:32]
         traceparent = child_traceparent(msg.traceparent, trace, os.urandom(8).hex())
-        self._crash("before_model", conv.name)
+        self.faults.at("before_model", conv.name)
         try:
-            completion = await self._call_model(build_messages(ctx), conv.name, traceparent)
+            completion = await self.faults.model_call(
+                self.model.complete(
+                    build_messages(ctx), agent=self.agent, conversation=conv.name, traceparent=traceparent
+                ),
+                conv.name,
+            )
         except ModelError as exc:
             self.metrics.model_errors.labels(self.agent).inc()
             reason = f"Agent {self.agent} could not get turn {msg.seq} from its model: {exc}"
-            await self._fail(
-                db,
-                conv_id=conv.id,
-                conv_name=conv.name,
-                message_id=msg.message_id,
-                reason=reason,
-                outcome="model-failed",
-            )
+            await self._fail(conv.id, conv.name, msg.message_id, reason, "model-failed")
             return "model-failed"
         self.metrics.tokens.labels(self.agent, "in").inc(completion.tokens_in)
         self.metrics.tokens.labels(self.agent, "out").inc(completion.tokens_out)
-        decision = after_turn(spec, [*history, Turn(msg.seq, self.agent, completion.content)])
+        step = next_step(state, spec, history, msg, completion.content, traceparent=traceparent)
         next_message = None
-        end = None
-        if isinstance(decision, End):
-            end = (decision.phase, decision.reason)
-        else:
-            nxt = make_message(
-                conv.id,
-                conv.name,
-                decision.seq,
-                sender=self.agent,
-                to=decision.speaker,
-                traceparent=traceparent,
-            )
-            receiver = participant_key(conv.name, decision.speaker)
-            next_message = repo.NextMessage(nxt.message_id, nxt.seq, receiver, nxt.body())
+        if step.message is not None and step.routing_key is not None:
+            nxt = step.message
+            next_message = repo.NextMessage(nxt.message_id, nxt.seq, step.routing_key, nxt.body())
         outcome = await repo.commit_turn(
             db,
-            self._new_turn(conv.id, msg, role, completion, traceparent),
+            self._new_turn(conv.id, msg, ctx.role, completion, traceparent),
             next_message,
-            end,
+            step.end,
             memory_note(completion.content) if self.s.memory_enabled else None,
         )
         if outcome != "stored":
             await publish_outbox(db, bus, conv.id)
             return outcome
-        self._crash("after_commit", conv.name)
+        self.faults.at("after_commit", conv.name)
         await publish_outbox(db, bus, conv.id)
-        self._crash("after_publish", conv.name)
-        if end is not None:
+        self.faults.at("after_publish", conv.name)
+        if step.end is not None:
             log.info(
                 "Conversation finished agent=%s conversation=%s turns=%d reason=%r",
                 self.agent,
                 conv.name,
                 msg.seq,
-                end[1],
+                step.end[1],
             )
         return "stored"
 
@@ -494,89 +319,6 @@ class AgentRuntime:
             traceparent=traceparent,
         )
 
-    async def _call_model(
-        self, messages: list[dict[str, str]], conversation: str, traceparent: str
-    ) -> Completion:
-        call = self.model.complete(
-            messages, agent=self.agent, conversation=conversation, traceparent=traceparent
-        )
-        if "during_model" not in self.crash_points:
-            return await call
-        task = asyncio.ensure_future(call)
-        await asyncio.sleep(0.002)
-        self._crash("during_model", conversation)
-        return await task
-
-    # ---- dead letters ------------------------------------------------------------------------------
-
-    async def _on_dead_letter(self, message: AbstractIncomingMessage) -> None:
-        """Record a dead-lettered message and fail its conversation with a readable reason."""
-        db = self.db
-        if self.stopping.is_set() or db is None:
-            return
-        headers = dict(message.headers or {})
-        death_reason = str(headers.get("x-first-death-reason") or _x_death(headers, "reason") or "unknown")
-        deliveries = _header_int(headers, "x-delivery-count")
-        key = _message_key(message)
-        msg: TurnMessage | None = None
-        with contextlib.suppress(MalformedMessageError):
-            msg = parse_message(message.body)
-        try:
-            error = await repo.last_error(db, msg.message_id if msg else key)
-            if msg is None:
-                reason = f"Malformed message dead-lettered ({death_reason}): {error or 'unreadable body'}"
-            else:
-                cause = error or "no error recorded: the agent process died while handling it"
-                if death_reason == "delivery_limit":
-                    limit = self.s.delivery_limit
-                    what = (
-                        f"failed on all {limit + 1} deliveries (delivery limit {limit}) and was dead-lettered"
-                    )
-                else:
-                    what = f"was dead-lettered ({death_reason})"
-                reason = f"Turn {msg.seq} for agent {msg.to} {what}. Last error: {cause}"
-            fresh = await repo.record_dead_letter(
-                db,
-                message_id=msg.message_id if msg else key,
-                conversation_id=msg.conversation_id if msg else None,
-                agent=self.key,
-                death_reason=death_reason,
-                deliveries=deliveries,
-                reason=reason,
-                body=message.body,
-                headers=headers,
-            )
-            if msg is not None:
-                conv = await repo.load_conversation(db, msg.conversation_id)
-                if conv is not None and conv.next_seq == msg.seq and conv.phase not in TERMINAL_PHASES:
-                    await self._fail(
-                        db,
-                        conv_id=conv.id,
-                        conv_name=conv.name,
-                        message_id=msg.message_id,
-                        reason=reason,
-                        outcome="dead-lettered",
-                    )
-            if fresh:
-                self.metrics.dead_lettered.labels(self.agent, death_reason).inc()
-            await message.ack()
-        except CONNECTION_ERRORS as exc:
-            log.warning("Could not record dead letter agent=%s error=%r", self.agent, exc)
-            await asyncio.sleep(1.0)
-            with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
-
-
-def _message_key(message: AbstractIncomingMessage) -> str:
-    return message.message_id or "sha256:" + hashlib.sha256(message.body).hexdigest()[:32]
-
-
-def _x_death(headers: dict[str, Any], field: str) -> Any:
-    deaths = headers.get("x-death")
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return deaths[0].get(field)
-    return None
-
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -584,6 +326,6 @@ def configure_logging(level: str) -> None:
     logging.getLogger("aiormq").setLevel(logging.WARNING)
 
 
-def run_agent(settings: AgentSettings) -> int:
+def run_agent(settings: AgentSettings, faults: Faults = NO_FAULTS) -> int:
     configure_logging(settings.log_level)
-    return asyncio.run(AgentRuntime(settings).run())
+    return asyncio.run(AgentRuntime(settings, faults).run())

@@ -9,8 +9,6 @@ from pydantic_settings import SettingsConfigDict
 
 from stoa_settings import StoaSettings
 
-CRASH_POINTS = ("on_receive", "before_model", "during_model", "after_commit", "after_publish")
-
 
 class AgentSettings(StoaSettings):
     """One agent replica. ``stoa_agents.envcontract`` builds the environment (for the operator's Deployment
@@ -58,15 +56,3 @@ class AgentSettings(StoaSettings):
     metrics_port_number: int = Field(default=9090, ge=0, le=65535)  # never *_PORT: a Service link name
     metrics_host: str = "0.0.0.0"
     log_level: str = "INFO"
-
-    test_crash_at: str = ""
-    test_crash_probability: float = Field(default=1.0, ge=0, le=1)
-    test_crash_conversation: str = ""
-    test_fail_conversation: str = ""
-
-    def crash_points(self) -> frozenset[str]:
-        points = frozenset(p.strip() for p in self.test_crash_at.split(",") if p.strip())
-        unknown = points - set(CRASH_POINTS)
-        if unknown:
-            raise ValueError(f"unknown STOA_TEST_CRASH_AT points: {', '.join(sorted(unknown))}")
-        return points

@@ -28,6 +28,9 @@ class Replica:
         return pod_name(self.agent, self.index, self.generation)
 
 
+AGENT_COMMAND = [sys.executable, "-m", "stoa_cli.main", "agent"]
+
+
 def pod_name(agent: str, index: int, generation: int) -> str:
     return f"{agent}-{index}-g{generation}"
 
@@ -42,6 +45,8 @@ class Fleet:
     restart: bool = True
     restart_delay: float = 0.3
     metrics: bool = False
+    # agent -> argv of its replicas (default ``stoa agent``; tests pass a faulty agent here)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     members: dict[tuple[str, int], Replica] = field(default_factory=dict)
     dead_since: dict[tuple[str, int], float] = field(default_factory=dict)
     restarts: int = 0
@@ -58,7 +63,7 @@ class Fleet:
             env["STOA_METRICS_HOST"] = "127.0.0.1"
         with log.open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "stoa_cli.main", "agent"],
+                self.commands.get(agent, AGENT_COMMAND),
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""What to do with a delivery whose processing failed (pure): ack, retry in place, requeue, reject, exit."""
+"""What to do with a delivery that failed (pure): retry in place, requeue, reject, abandon or exit."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from stoa_gateway.backoff import next_delay
 
 
 class FailureKind(StrEnum):
-    DUPLICATE = "duplicate"  # message id already processed, turn seq already stored, or a stale seq
-    FINISHED = "finished"  # conversation is Succeeded/Failed: nothing left to do
+    """Why processing a delivery raised. (Duplicates and finished conversations are not failures: the
+    turn's outcome says so and the delivery is acked.)"""
+
     MALFORMED = "malformed"  # body is not a turn message
     UNKNOWN_CONVERSATION = "unknownConversation"
     MISROUTED = "misrouted"  # message addressed to another agent, or a seq from the future
@@ -20,7 +21,6 @@ class FailureKind(StrEnum):
 
 
 class Action(StrEnum):
-    ACK = "ack"
     RETRY = "retry"  # keep holding the message, back off, run the turn again (effects are idempotent)
     REQUEUE = "requeue"  # nack with requeue: counts towards x-delivery-limit, then dead-lettered
     REJECT = "reject"  # dead-letter at once
@@ -34,15 +34,9 @@ class Decision:
     reason: str
 
 
-def classify(  # noqa: PLR0911 (one return per row of the table is the point)
-    kind: FailureKind, infra_elapsed_seconds: float, infra_budget_seconds: float
-) -> Decision:
+def classify(kind: FailureKind, infra_elapsed_seconds: float, infra_budget_seconds: float) -> Decision:
     """One table for every failure. Requeues are immediate in RabbitMQ, so transient ones retry in place."""
     match kind:
-        case FailureKind.DUPLICATE:
-            return Decision(Action.ACK, "duplicate delivery; the turn is already stored")
-        case FailureKind.FINISHED:
-            return Decision(Action.ACK, "conversation already finished")
         case FailureKind.MALFORMED | FailureKind.UNKNOWN_CONVERSATION | FailureKind.MISROUTED:
             return Decision(Action.REJECT, f"cannot be processed ({kind.value})")
         case FailureKind.TRANSIENT:

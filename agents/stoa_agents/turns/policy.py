@@ -81,11 +81,6 @@ def turn_limit(spec: ConversationSpec) -> int:
     return max(1, limit)
 
 
-def round_of(spec: ConversationSpec, seq: int) -> int:
-    per_round = 2 if spec.turn_policy.type is TurnPolicyType.MODERATOR_SELECTED else len(speaking_order(spec))
-    return (seq - 1) // per_round + 1
-
-
 def parse_verdict(text: str) -> Verdict:
     """The last ``VERDICT: CONTINUE|END <reason>`` line, read leniently (case, markdown, synonyms)."""
     found = list(_VERDICT.finditer(text))
@@ -151,10 +146,6 @@ def speaker_for(spec: ConversationSpec, seq: int, history: list[Turn]) -> str:
             return chosen
     last_spoke = {t.speaker: t.seq for t in history}
     return min(members, key=lambda m: (last_spoke.get(m, 0), members.index(m)))
-
-
-def is_closing_turn(spec: ConversationSpec, seq: int) -> bool:
-    return seq >= turn_limit(spec)
 
 
 def after_turn(spec: ConversationSpec, history: list[Turn]) -> Next | End:

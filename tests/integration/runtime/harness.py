@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,10 @@ class Cluster:
         )
         for name in names:
             await bus.declare_agent(agent_key(namespace, name))
-        fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2, metrics=metrics)
+        # Agents with STOA_TEST_* faults run as the faulty agent of the test tooling (faults passed in).
+        faulty = [sys.executable, "-m", "stoa_testing.faults"]
+        commands = {a: faulty for a, e in envs.items() if any(k.startswith("STOA_TEST_") for k in e)}
+        fleet = Fleet(envs, replicas, log_dir / prefix, restart_delay=0.2, metrics=metrics, commands=commands)
         fleet.start()
         cluster = cls(db, bus, fleet, names, namespace=namespace)
         cluster.supervisor = asyncio.create_task(cluster._supervise())

@@ -12,8 +12,6 @@ from stoa_gateway import backoff
 @pytest.mark.parametrize(
     ("kind", "elapsed", "action"),
     [
-        (FailureKind.DUPLICATE, 0, Action.ACK),
-        (FailureKind.FINISHED, 0, Action.ACK),
         (FailureKind.MALFORMED, 0, Action.REJECT),
         (FailureKind.UNKNOWN_CONVERSATION, 0, Action.REJECT),
         (FailureKind.MISROUTED, 0, Action.REJECT),

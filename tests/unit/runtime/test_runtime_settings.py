@@ -14,6 +14,7 @@ from stoa_agents.turns.prompts import TurnContext, build_messages, memory_note
 from stoa_api.agent import AgentSpec
 from stoa_api.conversation import ConversationSpec
 from stoa_api.manifests import ManifestError, load_manifests, parse_manifests
+from stoa_testing.faults import EnvFaults
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -48,7 +49,7 @@ def test_env_contract_round_trips_into_settings(monkeypatch: pytest.MonkeyPatch)
     assert settings.prefetch == 2
     assert settings.model_fallbacks == "big"
     assert settings.metrics_port_number == 9090
-    assert settings.crash_points() == frozenset()
+    assert not any(name.startswith("test_") for name in AgentSettings.model_fields)  # no faults built in
 
 
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,8 +58,19 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
         AgentSettings()
     monkeypatch.setenv("STOA_AGENT_NAME", "ok")
     monkeypatch.setenv("STOA_TEST_CRASH_AT", "after_commit,nowhere")
+    with pytest.raises(ValueError, match="STOA_TEST_CRASH_AT"):
+        AgentSettings()  # fault injection is not a runtime setting: only the test tooling reads it
+    environ = {"STOA_AGENT_NAME": "ok", "STOA_TEST_CRASH_AT": "after_commit,nowhere"}
     with pytest.raises(ValueError, match="nowhere"):
-        AgentSettings().crash_points()
+        EnvFaults.take(environ)
+    environ = {
+        "STOA_AGENT_NAME": "ok",
+        "STOA_TEST_CRASH_AT": "after_commit",
+        "STOA_TEST_FAIL_CONVERSATION": "x",
+    }
+    faults = EnvFaults.take(environ)
+    assert faults.crash_at == frozenset({"after_commit"})
+    assert environ == {"STOA_AGENT_NAME": "ok"}  # what the runtime then reads
 
 
 def test_model_name_resolution() -> None:
