@@ -43,7 +43,7 @@ def transcript_main(argv: Sequence[str]) -> int:
 
 def run_main(argv: Sequence[str]) -> int:
     """``stoa run DIR``: run the manifests of DIR locally (PostgreSQL, RabbitMQ, model, agents)."""
-    from stoa_agents.local.demo import build_parser, run_local  # noqa: PLC0415 (per-subcommand import)
+    from stoa_agents.local.run import build_parser, run_local  # noqa: PLC0415 (per-subcommand import)
 
     args = build_parser().parse_args(list(argv))
     try:

@@ -12,10 +12,11 @@ import pytest
 
 from stoa_agents.cli import agent_main
 from stoa_agents.envcontract import SPEC_ENV, TUNABLE_ENV
-from stoa_agents.local.demo import _agent_envs
+from stoa_agents.local.wiring import LocalPlan, agent_envs
 from stoa_agents.runtime import model_config
 from stoa_agents.settings import AgentSettings
 from stoa_api.agent import AgentSpec
+from stoa_api.conversation import ConversationSpec
 from stoa_gateway.cli import main as gateway_main
 from stoa_gateway.settings import GatewaySettings
 from stoa_operator.builders.agent import AgentInputs, build_deployment
@@ -66,10 +67,10 @@ def _operator_settings(spec: dict[str, Any]) -> AgentSettings:
 
 def _local_settings(spec: dict[str, Any]) -> AgentSettings:
     args = argparse.Namespace(max_tokens=90, history_turns=None, model_api_key_env=None)
-    envs = _agent_envs(
-        {"ada": AgentSpec.model_validate(spec)},
-        {},
-        ["ada"],
+    conversation = ConversationSpec.model_validate({"topic": "t", "participants": [{"agentRef": "ada"}]})
+    plan = LocalPlan({"ada": AgentSpec.model_validate(spec)}, {}, {"c": conversation})
+    envs = agent_envs(
+        plan,
         args=args,
         gateway_url="http://127.0.0.1:41000/v1",
         model_url="http://127.0.0.1:42000/v1",
