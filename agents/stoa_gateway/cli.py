@@ -41,8 +41,8 @@ def parse_args(
     parser.add_argument(
         "--redis-url",
         default=settings.redis_url,
-        help="Redis/Valkey holding limits and budgets shared by every replica ($STOA_GATEWAY_REDIS_URL; "
-        "the password, if any, from $STOA_GATEWAY_REDIS_PASSWORD); unset: each replica holds its share",
+        help="Redis/Valkey holding limits and budgets shared by every replica ($STOA_GATEWAY_REDIS_URL); "
+        "unset: each replica holds limit / replicas",
     )
     parser.add_argument(
         "--replicas",
@@ -58,7 +58,7 @@ def parse_args(
     return parser.parse_args(argv)
 
 
-def limits_from(args: argparse.Namespace, settings: GatewaySettings) -> Limits:
+def limits_from(args: argparse.Namespace) -> Limits:
     """Shared limits when a Redis URL is given, else this replica's share of each limit."""
     if not args.redis_url:
         return LocalLimits(args.replicas)
@@ -67,7 +67,6 @@ def limits_from(args: argparse.Namespace, settings: GatewaySettings) -> Limits:
         prefix=args.limits_prefix,
         replicas=args.replicas,
         replica_id=f"{socket.gethostname()}:{os.getpid()}",  # the pod name in Kubernetes
-        password=settings.redis_password,
     )
 
 
@@ -79,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args = parse_args(argv, settings)
     try:
-        run_gateway(args.config, args.host, args.port, args.audit_log, limits_from(args, settings))
+        run_gateway(args.config, args.host, args.port, args.audit_log, limits_from(args))
     except ConfigError as exc:
         print(f"Invalid gateway config: {exc}", file=sys.stderr)
         return 2

@@ -22,9 +22,8 @@ class GatewaySettings(StoaSettings):
     port_number: int = Field(default=8080, ge=1, le=65535)
     host: str = "0.0.0.0"
     # Shared limits (docs/gateway.md "Rate limits across replicas"): unset URL, each replica holds
-    # limit / replicas; the password comes from a Secret, never from the URL in a manifest.
-    redis_url: str | None = None
-    redis_password: str | None = Field(default=None, repr=False)
+    # limit / replicas. In a cluster the URL (with its password) comes from the connection Secret.
+    redis_url: str | None = Field(default=None, repr=False)
     replicas: int = Field(
         default=1, ge=1, le=1000, description="replicas until Redis says how many are ready"
     )

@@ -92,7 +92,6 @@ class SharedLimits(Limits):
         prefix: str = "stoa",
         replicas: int = 1,
         replica_id: str | None = None,
-        password: str | None = None,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -116,7 +115,6 @@ class SharedLimits(Limits):
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             decode_responses=True,
-            password=password,
         )
         self._script = self._redis.register_script(SCRIPT)
 

@@ -38,6 +38,11 @@ class GatewayInputs:
     replicas: int = 2
     port: int = 8080
     image_pull_policy: str = "IfNotPresent"
+    connection_secret: str = "stoa-connections"  # noqa: S105 - a Secret's name; optional key redisUrl
+
+
+# The connection Secret's key with the Redis URL the replicas share limits through (optional).
+REDIS_URL_KEY = "redisUrl"
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,16 @@ def build_deployment(inputs: GatewayInputs) -> dict[str, Any]:
             "valueFrom": {"secretKeyRef": {"name": k.secret, "key": k.key, "optional": True}},
         }
         for k in keys
+    ]
+    env += [
+        {  # unset when the Secret has no redisUrl: each replica then holds limit / replicas
+            "name": "STOA_GATEWAY_REDIS_URL",
+            "valueFrom": {
+                "secretKeyRef": {"name": inputs.connection_secret, "key": REDIS_URL_KEY, "optional": True}
+            },
+        },
+        {"name": "STOA_GATEWAY_REPLICAS", "value": str(inputs.replicas)},
+        {"name": "STOA_GATEWAY_LIMITS_PREFIX", "value": f"stoa:{inputs.namespace}"},
     ]
     probe_port = "http"
     container = {

@@ -33,7 +33,9 @@ class TargetHealth(_Status):
     """Health of one ModelPolicy target as seen by the gateway replicas (worst replica wins)."""
 
     name: str
-    circuit: str = Field(default="unknown", description="closed, halfOpen, open or unknown")
+    circuit: str = Field(default="unknown", description="closed, halfOpen, open or unknown (worst replica)")
+    open_replicas: int = Field(default=0, ge=0, description="replicas whose circuit is open")
+    replicas: int = Field(default=0, ge=0, description="replicas that reported this target")
     last_error: str | None = None
     last_error_time: str | None = None
     last_failover_reason: str | None = None

@@ -61,6 +61,7 @@ def sync_gateway(
             replicas=s.gateway_replicas,
             port=s.gateway_port_number,
             image_pull_policy=s.image_pull_policy,
+            connection_secret=s.connection_secret,
         )
         applied = [ctx.kube.apply(child) for child in build_gateway(inputs)]
         return applied[-1], render_config(specs)
@@ -83,7 +84,8 @@ def _missing_secrets(ctx: Context, namespace: str, spec: ModelPolicySpec) -> lis
     return missing
 
 
-def _target_health(ctx: Context, namespace: str, name: str, spec: ModelPolicySpec) -> list[dict[str, Any]]:
+def _gateway_replies(ctx: Context, namespace: str) -> list[dict[str, Any]]:
+    """``/v1/stoa/status`` of every running gateway replica of the namespace that answers."""
     labels = selector(gateway_labels())
     pods = ctx.kube.list("v1", "Pod", namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
     replies = []
@@ -94,7 +96,7 @@ def _target_health(ctx: Context, namespace: str, name: str, spec: ModelPolicySpe
             reply = ctx.gateway_probe(url, ctx.settings.gateway_status_timeout_seconds)
             if reply is not None:
                 replies.append(reply)
-    return readiness.merge_target_health(name, [t.name for t in spec.targets], replies)
+    return replies
 
 
 def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
@@ -110,10 +112,12 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
     observations = readiness.workload(
         f"gateway {GATEWAY_NAME}", readiness.rollout(deployment), problems, reason
     )
+    replies = _gateway_replies(ctx, namespace)
+    observations.append(readiness.limits_shared(replies))
     fields = {
         "endpoint": gateway_endpoint(namespace, ctx.settings.gateway_port_number),
         "gateway": GATEWAY_NAME,
         "configHash": config_hash(config_text),
-        "targets": _target_health(ctx, namespace, name, spec),
+        "targets": readiness.merge_target_health(name, [t.name for t in spec.targets], replies),
     }
     return finish(ctx, body, observations, fields, retry_in=ctx.settings.retry_seconds if problems else None)

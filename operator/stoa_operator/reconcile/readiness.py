@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stoa_operator.reconcile.conditions import DEGRADED, PROGRESSING, READY, RUNTIME_SYNCED, Observation
+from stoa_operator.reconcile.conditions import (
+    DEGRADED,
+    LIMITS_SHARED,
+    PROGRESSING,
+    READY,
+    RUNTIME_SYNCED,
+    Observation,
+)
 
 CIRCUIT_SEVERITY = {"open": 3, "halfOpen": 2, "half_open": 2, "closed": 1, "unknown": 0}
 
@@ -130,7 +137,12 @@ def merge_target_health(
             key=lambda c: CIRCUIT_SEVERITY.get(c, 0),
             default="unknown",
         )
-        entry: dict[str, Any] = {"name": name, "circuit": circuit}
+        entry: dict[str, Any] = {
+            "name": name,
+            "circuit": circuit,
+            "openReplicas": sum(1 for v in views if v.get("circuit") == "open"),
+            "replicas": len(views),
+        }
         for key, time_key in (("lastError", "lastErrorTime"), ("lastFailoverReason", "lastFailoverTime")):
             stamped = sorted((v for v in views if v.get(time_key)), key=_by(time_key))
             latest = stamped[-1] if stamped else None
@@ -139,3 +151,32 @@ def merge_target_health(
                 entry[time_key] = latest.get(time_key)
         merged.append(entry)
     return merged
+
+
+def limits_shared(replies: list[dict[str, Any]]) -> Observation:
+    """LimitsShared: every replica answering shares rpm/tpm and budgets through the backend."""
+    views = [r["limits"] for r in replies if isinstance(r.get("limits"), dict)]
+    if not views:
+        return Observation(
+            LIMITS_SHARED, None, "NoReplicaReporting", "no gateway replica reported its limits"
+        )
+    unshared = [v for v in views if not v.get("shared")]
+    if not unshared:
+        return Observation(
+            LIMITS_SHARED, True, "Shared", f"{len(views)} replicas share limits and budgets through Redis"
+        )
+    replicas = max(int(v.get("replicas") or 1) for v in unshared)
+    if all(v.get("backend") == "local" for v in unshared):
+        return Observation(
+            LIMITS_SHARED,
+            False,
+            "NoSharedBackend",
+            f"each of {replicas} replicas holds limit / {replicas} (no redisUrl in the connection Secret)",
+        )
+    reason = next((str(v.get("reason")) for v in unshared if v.get("reason")), "unreachable")
+    return Observation(
+        LIMITS_SHARED,
+        False,
+        "BackendUnreachable",
+        f"{len(unshared)}/{len(views)} replicas hold their share (limit / {replicas}): {reason}"[:1000],
+    )

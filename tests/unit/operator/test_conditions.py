@@ -195,7 +195,44 @@ def test_target_health_takes_the_worst_replica_and_latest_failover() -> None:
     assert a == {
         "name": "a",
         "circuit": "open",
+        "openReplicas": 1,
+        "replicas": 2,
         "lastFailoverReason": "status 503",
         "lastFailoverTime": "2026-01-01T00:00:09Z",
     }
-    assert b == {"name": "b", "circuit": "unknown"}
+    assert b == {"name": "b", "circuit": "unknown", "openReplicas": 0, "replicas": 0}
+
+
+@pytest.mark.parametrize(
+    ("limits", "status", "reason", "words"),
+    [
+        ([], None, "NoReplicaReporting", "no gateway replica"),
+        ([{"backend": "redis", "shared": True, "replicas": 2}] * 2, True, "Shared", "2 replicas share"),
+        (
+            [{"backend": "local", "shared": False, "replicas": 2, "reason": "x"}] * 2,
+            False,
+            "NoSharedBackend",
+            "each of 2 replicas holds limit / 2",
+        ),
+        (
+            [
+                {"backend": "redis", "shared": True, "replicas": 3},
+                {
+                    "backend": "redis",
+                    "shared": False,
+                    "replicas": 3,
+                    "reason": "cannot reach redis://r:6379/0",
+                },
+            ],
+            False,
+            "BackendUnreachable",
+            "1/2 replicas hold their share (limit / 3): cannot reach redis://r:6379/0",
+        ),
+    ],
+)
+def test_limits_shared_condition(
+    limits: list[dict[str, object]], status: bool | None, reason: str, words: str
+) -> None:
+    observation = readiness.limits_shared([{"limits": item} for item in limits])
+    assert (observation.type, observation.status, observation.reason) == ("LimitsShared", status, reason)
+    assert words in observation.message
