@@ -98,7 +98,9 @@ async def start_conversation(
         conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
         traceparent = new_traceparent(secrets.token_hex(16), secrets.token_hex(8))
         speaker = speaker_for(spec, 1, [])
-        message = make_message(conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent)
+        message = make_message(
+            conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent, priority=spec.priority
+        )
         first = repo.NextMessage(message.message_id, 1, participant_key(name, speaker), message.body())
         phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
         for participant in spec.participants:

@@ -95,6 +95,7 @@ def agent_env(
             env["STOA_MODEL_NAME"] = model
     env["STOA_RABBITMQ_URL"] = wiring.rabbitmq_url
     env["STOA_POSTGRES_DSN"] = wiring.postgres_dsn
+    env["STOA_AGENT_PRIORITY"] = str(spec.priority)
     env["STOA_MEMORY_ENABLED"] = "true" if spec.memory.enabled else "false"
     env["STOA_MEMORY_RETENTION_DAYS"] = str(spec.memory.retention_days)
     env["STOA_METRICS_PORT_NUMBER"] = str(wiring.metrics_port_number)
@@ -133,6 +134,7 @@ def literal_env(env: Mapping[str, EnvValue]) -> dict[str, str]:
 SPEC_ENV = (
     "STOA_AGENT_NAME",
     "STOA_AGENT_ROLE",
+    "STOA_AGENT_PRIORITY",
     "STOA_PERSONA",
     "STOA_POD_NAME",
     "STOA_NAMESPACE",

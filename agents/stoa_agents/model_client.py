@@ -90,7 +90,13 @@ class ModelClient:
             await self._session.close()
 
     async def complete(
-        self, messages: list[dict[str, str]], *, agent: str, conversation: str, traceparent: str | None
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        conversation: str,
+        traceparent: str | None,
+        priority: str = "normal",
     ) -> Completion:
         """One chat completion: the model with bounded retries, then each fallback model (with the gateway,
         fallback ModelPolicies) the same way; raises ``ModelError`` with every provider error."""
@@ -99,7 +105,12 @@ class ModelClient:
         for index, model in enumerate(models):
             try:
                 return await self._complete_one(
-                    model, messages, agent=agent, conversation=conversation, traceparent=traceparent
+                    model,
+                    messages,
+                    agent=agent,
+                    conversation=conversation,
+                    traceparent=traceparent,
+                    priority=priority,
                 )
             except ModelError as exc:
                 errors.append(str(exc))
@@ -120,6 +131,7 @@ class ModelClient:
         agent: str,
         conversation: str,
         traceparent: str | None,
+        priority: str = "normal",
     ) -> Completion:
         cfg = self.config
         body = {
@@ -140,7 +152,12 @@ class ModelClient:
             span = child_traceparent(
                 traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8)
             )
-            headers = {"X-Stoa-Agent": agent, "X-Stoa-Conversation": conversation, "traceparent": span}
+            headers = {
+                "X-Stoa-Agent": agent,
+                "X-Stoa-Conversation": conversation,
+                "X-Stoa-Priority": str(priority),
+                "traceparent": span,
+            }
             if cfg.api_key:
                 headers["Authorization"] = f"Bearer {cfg.api_key}"
             retry_after: float | None = None

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stoa_gateway.policy import Priority
+
 SCHEMA_VERSION = 1
 CONTENT_TYPE = "application/vnd.stoa.turn+json"
 
@@ -29,9 +31,12 @@ class TurnMessage(BaseModel):
     to: str = Field(min_length=1, max_length=63)
     content_ref: str = Field(alias="contentRef", max_length=300)
     traceparent: str | None = Field(default=None, max_length=55)
+    priority: Priority | None = None  # the conversation's; sent only when set (older readers forbid extras)
 
     def body(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        return self.model_dump_json(
+            by_alias=True, exclude={"priority"} if self.priority is None else None
+        ).encode()
 
 
 def message_id_for(conversation_id: str, seq: int) -> str:
@@ -44,7 +49,14 @@ def content_ref_for(conversation_id: str, seq: int) -> str:
 
 
 def make_message(
-    conversation_id: str, conversation: str, seq: int, *, sender: str, to: str, traceparent: str | None
+    conversation_id: str,
+    conversation: str,
+    seq: int,
+    *,
+    sender: str,
+    to: str,
+    traceparent: str | None,
+    priority: Priority | None = None,
 ) -> TurnMessage:
     return TurnMessage(
         message_id=message_id_for(conversation_id, seq),
@@ -55,6 +67,7 @@ def make_message(
         to=to,
         content_ref=content_ref_for(conversation_id, seq),
         traceparent=traceparent,
+        priority=priority,
     )
 
 

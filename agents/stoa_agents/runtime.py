@@ -256,7 +256,11 @@ class AgentRuntime:
         try:
             completion = await self.faults.model_call(
                 self.model.complete(
-                    build_messages(ctx), agent=self.agent, conversation=conv.name, traceparent=traceparent
+                    build_messages(ctx),
+                    agent=self.agent,
+                    conversation=conv.name,
+                    traceparent=traceparent,
+                    priority=msg.priority or spec.priority or self.s.agent_priority,
                 ),
                 conv.name,
             )

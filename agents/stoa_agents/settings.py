@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from stoa_gateway.policy import Priority
 from stoa_settings import StoaSettings
 
 
@@ -24,6 +25,7 @@ class AgentSettings(StoaSettings):
     agent_role: str = "member"
     persona: str = "You are a helpful participant in a conversation."
     pod_name: str = "local"
+    agent_priority: Priority = Priority.NORMAL  # Agent spec.priority: for conversations that set none
 
     model_base_url: str = Field(default="http://127.0.0.1:8080/v1", pattern=r"^https?://")
     model_name: str = "smollm2-135m"

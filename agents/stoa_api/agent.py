@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from stoa_api.base import NAME_PATTERN, Spec
+from stoa_gateway.policy import Priority
 
 
 class ModelPolicyRef(Spec):
@@ -44,3 +45,7 @@ class AgentSpec(Spec):
     image: str | None = Field(default=None, max_length=512)
     env: list[EnvVar] = Field(default_factory=list)
     memory: Memory = Field(default_factory=Memory)
+    priority: Priority = Field(
+        default=Priority.NORMAL,
+        description="priority of this agent's model calls in conversations that set none (X-Stoa-Priority)",
+    )

@@ -8,6 +8,7 @@ from typing import Self
 from pydantic import Field, model_validator
 
 from stoa_api.base import NAME_PATTERN, Spec
+from stoa_gateway.policy import Priority
 
 
 class ParticipantRole(StrEnum):
@@ -46,6 +47,10 @@ class ConversationSpec(Spec):
     max_rounds: int | None = Field(default=None, ge=1, le=200)
     suspend: bool = False
     transcript_retention: TranscriptRetention = TranscriptRetention.KEEP
+    priority: Priority | None = Field(
+        default=None,
+        description="priority of every turn's message and model call; unset: each agent's spec.priority",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

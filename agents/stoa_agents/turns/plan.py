@@ -124,6 +124,12 @@ def next_step(
     if isinstance(decision, End):
         return NextStep(None, None, (decision.phase, decision.reason))
     nxt = make_message(
-        conv.id, conv.name, decision.seq, sender=msg.to, to=decision.speaker, traceparent=traceparent
+        conv.id,
+        conv.name,
+        decision.seq,
+        sender=msg.to,
+        to=decision.speaker,
+        traceparent=traceparent,
+        priority=spec.priority,
     )
     return NextStep(nxt, participant_key(conv.name, decision.speaker), None)

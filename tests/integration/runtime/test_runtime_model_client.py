@@ -30,7 +30,9 @@ async def test_retries_then_falls_back_to_the_next_model() -> None:
         )
     )
     try:
-        completion = await client.complete(MESSAGES, agent="team-a", conversation="c1", traceparent=TP)
+        completion = await client.complete(
+            MESSAGES, agent="team-a", conversation="c1", traceparent=TP, priority="critical"
+        )
     finally:
         await client.close()
         await fake.close()
@@ -41,6 +43,7 @@ async def test_retries_then_falls_back_to_the_next_model() -> None:
     headers = requests[-1]["headers"]
     assert headers["X-Stoa-Agent"] == "team-a"
     assert headers["X-Stoa-Conversation"] == "c1"
+    assert headers["X-Stoa-Priority"] == "critical"
     assert headers["traceparent"].startswith("00-" + "a" * 32 + "-")
     assert headers["traceparent"] != TP  # a new span per attempt
 

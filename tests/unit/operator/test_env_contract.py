@@ -101,6 +101,7 @@ SPEC_FIELDS: dict[str, tuple[dict[str, Any], Check, object]] = {
     "env (knob)": ({"env": [{"name": "STOA_PREFETCH", "value": "4"}]}, lambda s: s.prefetch, 4),
     "memory.enabled": ({"memory": {"enabled": False}}, lambda s: s.memory_enabled, False),
     "memory.retentionDays": ({"memory": {"retentionDays": 7}}, lambda s: s.memory_retention_days, 7),
+    "priority": ({"priority": "batch"}, lambda s: s.agent_priority, "batch"),
 }
 
 

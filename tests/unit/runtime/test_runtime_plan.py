@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from stoa_agents.protocol import TurnMessage, make_message
@@ -17,6 +19,7 @@ from stoa_agents.turns.plan import (
 )
 from stoa_agents.turns.policy import Phase, Turn
 from stoa_api.conversation import ConversationSpec
+from stoa_gateway.policy import Priority
 
 CONV_ID = "0b7c8f1e-6a57-4b4b-9f55-1f1e0c0f3a11"
 SPEC = ConversationSpec.model_validate(
@@ -115,3 +118,15 @@ def test_next_step_asks_the_next_speaker_or_ends() -> None:
     assert last.message is None
     assert last.end is not None
     assert last.end[0] is Phase.SUCCEEDED
+
+
+def test_the_conversation_priority_rides_on_every_next_message() -> None:
+    urgent = SPEC.model_copy(update={"priority": Priority.CRITICAL})
+    history = [Turn(1, "mod", "Welcome."), Turn(2, "ada", "Jobs grow.")]
+    step = next_step(_conv(), urgent, history, _msg(to="ben"), "Wages fall.", traceparent="")
+    assert step.message is not None
+    assert step.message.priority is Priority.CRITICAL
+    assert json.loads(step.message.body())["priority"] == "critical"
+    plain = next_step(_conv(), SPEC, history, _msg(to="ben"), "Wages fall.", traceparent="")
+    assert plain.message is not None
+    assert "priority" not in json.loads(plain.message.body())  # readers of schema 1 forbid unknown keys
