@@ -83,7 +83,7 @@ bench: venv $(BENCH_VENV)/bin/litellm ## Run the benchmarks in bench/ side by si
 	@mkdir -p bench/results
 	@set -e; for b in bench/*_*.py; do \
 	  echo "== $$b"; \
-	  case $$b in *gateway_overhead*) $(BIN)/python $$b --litellm $(BENCH_VENV)/bin/litellm;; *) $(BIN)/python $$b;; esac; \
+	  case $$b in *gateway_overhead*|*gateway_faults*) $(BIN)/python $$b --litellm $(BENCH_VENV)/bin/litellm;; *) $(BIN)/python $$b;; esac; \
 	done
 
 .PHONY: services-up

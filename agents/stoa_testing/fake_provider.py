@@ -46,6 +46,7 @@ class Behaviour(BaseModel):
     chunk_chars: int = Field(default=4, ge=1, description="characters per stream chunk (~1 token)")
     retry_after: str | None = None
     hang: bool = Field(default=False, description="never answer (until the client gives up)")
+    reset: bool = Field(default=False, description="close the connection without an answer")
     drop_after_chunks: int | None = Field(default=None, ge=0, description="stream: cut the connection")
     error_event_after_chunks: int | None = Field(
         default=None, ge=0, description="stream: send an error event"
@@ -166,6 +167,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             await asyncio.sleep(behaviour.latency)
         if behaviour.hang:
             await asyncio.sleep(3600)
+        if behaviour.reset:
+            if request.transport is not None:
+                request.transport.abort()
+            return web.Response(status=499)  # never sent: the connection is gone
         key = str(behaviour.status)
         state.statuses[key] = state.statuses.get(key, 0) + 1
         if behaviour.status != 200:

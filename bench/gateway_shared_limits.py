@@ -1,0 +1,202 @@
+"""Shared rate limits across gateway replicas: the latency the shared limiter adds under the limit, and
+admitted / allowed with 3 replicas under skewed load, side by side with per-replica limits.
+
+Every server is its own process on loopback: a fake provider, Redis (Debian redis-server) and gateways.
+Writes bench/results/gateway_shared_limits.json.
+
+    .venv/bin/python bench/gateway_shared_limits.py [--seconds 5] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from stoa_devenv.procs import free_port
+from stoa_devenv.redis import RedisServer
+from stoa_testing.loadgen import run_load
+from stoa_testing.replicas import GatewayProcess, Tally, drive, write_config
+
+RESULTS = Path(__file__).parent / "results"
+BODY = {"model": "chat", "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+
+
+async def wait_http(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"{url} not ready")
+
+
+def policy(base: str, rpm: int) -> dict[str, Any]:
+    return {
+        "targets": [{"name": "m", "baseURL": base, "model": "fake", "rpm": rpm, "tpm": rpm * 1000}],
+        "rateLimit": {"perAgent": {"rpm": rpm}},
+        "priority": {"queueSeconds": {"normal": 0}},
+    }
+
+
+async def added_latency(tmp: Path, base: str, redis: RedisServer, args: argparse.Namespace) -> dict[str, Any]:
+    """p50/p99 of one gateway with in-process limits vs one leasing from Redis, far under the limit."""
+    config = write_config(tmp / "under.json", {"chat": policy(base, 10_000_000)})
+    local = GatewayProcess(config, None, replicas=1, name="local").start()
+    shared = GatewayProcess(
+        config, redis.url, replicas=1, prefix=f"b-{secrets.token_hex(3)}", name="shared"
+    ).start()
+    rows: list[dict[str, Any]] = []
+    try:
+        for gw in (local, shared):
+            await gw.ready()
+        url = "/v1/chat/completions"
+        for concurrency in args.concurrency:
+            for gw in (local, shared):  # warm-up
+                await run_load(gw.url + url, BODY, concurrency=concurrency, seconds=1.0)
+            for round_ in range(args.rounds):  # alternate, so drifts of the machine hit both alike
+                for setup, gw in (("local", local), ("shared", shared)):
+                    result = await run_load(gw.url + url, BODY, concurrency=concurrency, seconds=args.seconds)
+                    rows.append({"setup": setup, "round": round_, **result.as_dict()})
+                    print(
+                        f"{setup:<7} c={concurrency:<3} rps={result.rps:>8} p50={result.p50_ms:.3f}ms "
+                        f"p99={result.p99_ms:.3f}ms errors={result.errors}",
+                        flush=True,
+                    )
+    finally:
+        local.stop()
+        shared.stop()
+    summary = []
+    for concurrency in args.concurrency:
+        cell = {
+            s: [r for r in rows if r["setup"] == s and r["concurrency"] == concurrency]
+            for s in ("local", "shared")
+        }
+        p50 = {s: statistics.median(r["p50_ms"] for r in cell[s]) for s in cell}
+        p99 = {s: statistics.median(r["p99_ms"] for r in cell[s]) for s in cell}
+        rps = {s: statistics.median(r["rps"] for r in cell[s]) for s in cell}
+        summary.append(
+            {
+                "concurrency": concurrency,
+                "local_p50_ms": p50["local"],
+                "shared_p50_ms": p50["shared"],
+                "added_p50_ms": round(p50["shared"] - p50["local"], 3),
+                "added_p99_ms": round(p99["shared"] - p99["local"], 3),
+                "rps_ratio_shared_over_local": round(rps["shared"] / rps["local"], 3),
+            }
+        )
+    return {"rows": rows, "summary": summary}
+
+
+async def skewed(  # noqa: PLR0917 - one bench cell
+    tmp: Path,
+    base: str,
+    fake_stats: str,
+    redis: RedisServer | None,
+    rpm: int,
+    seconds: float,
+    replicas_hint: int,
+    label: str,
+) -> dict[str, Any]:
+    """3 replicas, load split 6:2:1 (and a fourth run with one replica idle): admitted vs allowed."""
+    config = write_config(tmp / f"{label}.json", {"chat": policy(base, rpm)})
+    prefix = f"s-{secrets.token_hex(3)}"
+    gws = [
+        GatewayProcess(
+            config, redis.url if redis else None, replicas=replicas_hint, prefix=prefix, name=f"{label}{i}"
+        ).start()
+        for i in range(3)
+    ]
+    try:
+        for gw in gws:
+            await gw.ready()
+        async with aiohttp.ClientSession() as http:
+            async with http.post(fake_stats.replace("stats", "reset")) as resp:
+                await resp.read()
+            tally = Tally()
+            started = time.monotonic()
+            split = {"hot": (gws[0].url, 6), "warm": (gws[1].url, 2), "cold": (gws[2].url, 1)}
+            await drive(split, BODY, seconds, tally)
+            elapsed = time.monotonic() - started
+            async with http.get(fake_stats) as resp:
+                admitted = int((await resp.json())["chatRequests"])
+    finally:
+        for gw in gws:
+            gw.stop()
+    allowed = rpm + rpm * elapsed / 60
+    return {
+        "setup": label,
+        "rpm": rpm,
+        "seconds": round(elapsed, 2),
+        "admitted": admitted,
+        "allowed": round(allowed, 1),
+        "admitted_over_allowed": round(admitted / allowed, 3),
+        "per_replica_ok": {name: tally.ok(name) for name in split},
+        "offered": tally.total(),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="stoa-bench-limits-"))
+    port = free_port()
+    fake = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
+        [sys.executable, "-m", "stoa_testing.fake_provider", "--port", str(port), "--reply", "Paris."],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    redis = RedisServer().start()
+    base = f"http://127.0.0.1:{port}/v1"
+    stats = f"http://127.0.0.1:{port}/_admin/stats"
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz")
+        latency = await added_latency(tmp, base, redis, args)
+        ratios = []
+        for label, backend, hint in (
+            ("shared (Redis)", redis, 3),
+            ("split (limit / 3 per replica, no Redis)", None, 3),
+            ("per replica (before: each replica the whole limit)", None, 1),
+        ):
+            row = await skewed(
+                tmp, base, stats, backend, args.rpm, args.skew_seconds, hint, label.split(" ")[0]
+            )
+            row["setup"] = label
+            ratios.append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        fake.terminate()
+        fake.wait(10)
+        redis.destroy()
+    out = {
+        "load_generator": "python asyncio + aiohttp closed loop; every server its own process on loopback",
+        "seconds_per_cell": args.seconds,
+        "latency_under_the_limit": latency,
+        "skewed_3_replicas": ratios,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "gateway_shared_limits.json").write_text(json.dumps(out, indent=2))
+    print(json.dumps(latency["summary"], indent=2))
+    print(f"wrote {RESULTS / 'gateway_shared_limits.json'}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rpm", type=int, default=300)
+    parser.add_argument("--skew-seconds", type=float, default=10.0)
+    asyncio.run(main(parser.parse_args()))
