@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stoa_devenv import state
+from stoa_devenv import imagecli, state
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
@@ -22,6 +22,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("--json", action="store_true", help="print machine-readable output")
     dev.set_defaults(func=run)
+    imagecli.add_parser(dev_sub)  # sets its own func
 
 
 def run(args: argparse.Namespace) -> int:
