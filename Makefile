@@ -102,6 +102,17 @@ cluster-up: k8s-bins ## Start a local kube-apiserver + controller-manager (build
 cluster-down: venv ## Stop the local control plane
 	$(BIN)/stoa dev cluster down
 
+# ---- Machines without Docker or an image registry (like CI's): a private dockerd, bases from Debian -----
+LOCAL_IMAGES := stoa stoa-model rabbitmq postgres pause
+
+.PHONY: images-local
+images-local: model ## Build without Docker or a registry (root; cached in ~/.cache/stoa/images): Stoa, model, RabbitMQ, PostgreSQL, pause
+	$(BIN)/stoa dev images $(LOCAL_IMAGES)
+
+.PHONY: node-images
+node-images: model ## images-local, then load them into the local node's containerd (or CONTAINERD_ADDRESS=<socket>), also tagged as IMAGE and MODEL_IMAGE
+	$(BIN)/stoa dev images $(LOCAL_IMAGES) --load --tag stoa=$(IMAGE) --tag stoa-model=$(MODEL_IMAGE)
+
 # ---- Users with Docker: kind / minikube --------------------------------------------------------------
 .PHONY: image
 image: ## Build the images: Stoa (default target) and the demo model (--target model; first time ~6 min) (needs Docker)
