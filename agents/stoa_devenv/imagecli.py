@@ -6,6 +6,8 @@ import argparse
 import json
 
 from stoa_devenv.errors import ComponentMissingError
+from stoa_devenv.imageload import load_into_containerd, node_containerd_address
+from stoa_devenv.images import ensure_images
 from stoa_devenv.imagespec import NODE_IMAGES, SPECS, chart_image_values
 
 
@@ -52,9 +54,6 @@ def parse_tags(values: list[str]) -> dict[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stoa_devenv.imageload import load_into_containerd, node_containerd_address
-    from stoa_devenv.images import ensure_images
-
     names = args.names or list(NODE_IMAGES)
     aliases = parse_tags(args.tag)
     address = None
