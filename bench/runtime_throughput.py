@@ -1,6 +1,9 @@
-"""Turns per second with a 0-latency fake model for 1, 10 and 100 concurrent conversations (two agents,
-active + standby each), next to the raw ceiling measured in the same run: a bare loop doing what one turn
-must do at least (consume, one Postgres commit, one confirmed publish, one ack).
+"""Turns per second with a 0-latency fake model for 1, 10 and 100 concurrent conversations and prefetch 1
+and 10 (two agents, active + standby each), each row next to its own ceiling measured in the same run:
+the bare work of a turn (consume, one Postgres commit, one confirmed publish, ack) by as many consumer
+processes (two: the active replicas), with the same prefetch and the same number of concurrent chains
+(``stoa_testing.ceiling``). The ratio runtime / ceiling is what to read; absolute rates depend on the
+machine.
 
     .venv/bin/python bench/runtime_throughput.py [--turns 1000]
 """
@@ -9,46 +12,73 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 import uuid
 from pathlib import Path
 
-import aio_pika
-
-from stoa_agents.control import conversation_status, start_conversation
-from stoa_agents.turns.policy import TERMINAL_PHASES
+from stoa_agents.bus.topology import queue_name
+from stoa_agents.control import start_conversation
+from stoa_testing.ceiling import TABLE, hop_body
 from stoa_testing.sandbox import Env, conversation, environment, fleet_for, write_result
 
 RESULTS = Path(__file__).parent / "results"
 
 
-async def raw_ceiling(env: Env, messages: int) -> float:
-    """Sequential: get a delivery, commit a row, publish the next message with a confirm, ack."""
-    queue_name = f"bench.raw.{uuid.uuid4().hex[:6]}"
-    await env.db.execute("CREATE TABLE IF NOT EXISTS stoa_bench_raw (id text PRIMARY KEY, at timestamptz)")
-    channel = env.bus.channel
-    queue = await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
-    await channel.default_exchange.publish(
-        aio_pika.Message(b"0", delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key=queue_name
-    )
-    started = time.monotonic()
-    count = 0
-    async with queue.iterator() as deliveries:
-        async for message in deliveries:
-            count += 1
-            async with env.db.acquire() as conn, conn.transaction():
-                await conn.execute("INSERT INTO stoa_bench_raw VALUES ($1, now())", f"{queue_name}:{count}")
-            if count < messages:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(str(count).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                    routing_key=queue_name,
-                )
-            await message.ack()
-            if count >= messages:
-                break
-    elapsed = time.monotonic() - started
-    await queue.delete(if_unused=False, if_empty=False)
-    return count / elapsed
+ROWS = ((1, 1), (10, 1), (100, 1), (10, 10), (100, 10))  # (concurrent conversations, prefetch)
+
+
+def _hops(concurrent: int, total_turns: int) -> int:
+    return min(200, max(2, total_turns // concurrent))  # a Conversation's maxTurns is capped at 200
+
+
+async def _until(env: Env, query: str, args: list[object], done: int) -> None:
+    """Poll with one cheap query every 50 ms (polling must not compete with what is measured)."""
+    while True:
+        if int(await env.db.fetchval(query, *args) or 0) >= done:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def ceiling_rate(env: Env, concurrent: int, total_turns: int, prefetch: int) -> dict[str, float]:
+    hops = _hops(concurrent, total_turns)
+    prefix = f"ceil{concurrent}p{prefetch}-{uuid.uuid4().hex[:4]}"
+    a, b = f"{prefix}-a", f"{prefix}-b"
+    await env.db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (id text PRIMARY KEY)")
+    await env.db.execute(f"TRUNCATE {TABLE}")
+    for key in (a, b):
+        await env.bus.declare_agent(key)
+    environ = {
+        "CEILING_RABBITMQ_URL": env.rabbitmq.url,
+        "CEILING_POSTGRES_DSN": env.postgres.dsn,
+        "CEILING_PREFETCH": str(prefetch),
+    }
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "stoa_testing.ceiling", mine, other, env=environ
+        )
+        for mine, other in ((a, b), (b, a))
+    ]
+    try:
+        await asyncio.sleep(3.0)  # processes up and consuming (as the runtime rows)
+        started = time.monotonic()
+        await asyncio.gather(
+            *(env.bus.publish(a, hop_body(i, 1, hops), message_id=f"{i}:1") for i in range(concurrent))
+        )
+        await _until(env, f"SELECT count(*) FROM {TABLE}", [], concurrent * hops)  # noqa: S608
+        elapsed = time.monotonic() - started
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            await asyncio.wait_for(proc.wait(), 10)
+        for key in (a, b):
+            await env.bus.channel.queue_delete(queue_name(key))
+    return {
+        "messages": concurrent * hops,
+        "seconds": round(elapsed, 2),
+        "msgs_per_s": round(concurrent * hops / elapsed, 1),
+    }
 
 
 async def runtime_rate(env: Env, concurrent: int, total_turns: int, prefetch: int) -> dict[str, float]:
@@ -59,47 +89,55 @@ async def runtime_rate(env: Env, concurrent: int, total_turns: int, prefetch: in
         await env.bus.declare_agent(agent)
     fleet.start()
     await asyncio.sleep(3.0)  # processes up and consuming
-    per_conversation = min(200, max(2, total_turns // concurrent))  # maxTurns is capped at 200
+    hops = _hops(concurrent, total_turns)
     names = [f"{prefix}-c{i}" for i in range(concurrent)]
     try:
         started = time.monotonic()
-        for name in names:
-            await start_conversation(env.db, env.bus, name, conversation(agents, per_conversation))
-        while True:
-            statuses = [await conversation_status(env.db, n) for n in names]
-            if all(s is not None and s.phase in TERMINAL_PHASES for s in statuses):
-                break
-            await asyncio.sleep(0.02)
+        await asyncio.gather(
+            *(start_conversation(env.db, env.bus, n, conversation(agents, hops)) for n in names)
+        )
+        await _until(
+            env,
+            "SELECT count(*) FROM stoa.conversations"
+            " WHERE name = ANY($1) AND phase IN ('Succeeded', 'Failed')",
+            [names],
+            concurrent,
+        )
         elapsed = time.monotonic() - started
-        turns = sum(s.turns for s in statuses if s is not None)
-        return {
-            "concurrent_conversations": concurrent,
-            "prefetch": prefetch,
-            "turns": turns,
-            "seconds": round(elapsed, 2),
-            "turns_per_s": round(turns / elapsed, 1),
-        }
+        turns = int(
+            await env.db.fetchval("SELECT sum(turns) FROM stoa.conversations WHERE name = ANY($1)", names)
+        )
+        return {"turns": turns, "seconds": round(elapsed, 2), "turns_per_s": round(turns / elapsed, 1)}
     finally:
         await asyncio.to_thread(fleet.stop, 10.0)
 
 
 async def main_async(turns: int) -> None:
     async with environment() as env:
-        ceiling = await raw_ceiling(env, turns)
-        print(f"raw ceiling: {ceiling:.1f} msgs/s", flush=True)
         rows = []
-        for concurrent, prefetch in ((1, 1), (10, 1), (100, 1), (10, 10), (100, 10)):
-            row = await runtime_rate(env, concurrent, turns, prefetch)
+        for concurrent, prefetch in ROWS:
+            ceiling = await ceiling_rate(env, concurrent, turns, prefetch)
+            runtime = await runtime_rate(env, concurrent, turns, prefetch)
+            row = {
+                "concurrent_conversations": concurrent,
+                "prefetch": prefetch,
+                "ceiling_msgs_per_s": ceiling["msgs_per_s"],
+                "runtime_turns_per_s": runtime["turns_per_s"],
+                "ratio": round(runtime["turns_per_s"] / ceiling["msgs_per_s"], 2),
+                "runtime": runtime,
+                "ceiling": ceiling,
+            }
             print(row, flush=True)
             rows.append(row)
     result = {
         "benchmark": "runtime_throughput",
         "model": "fake, 0 latency",
-        "raw_ceiling_msgs_per_s": round(ceiling, 1),
-        "raw_ceiling": "sequential: consume + 1 Postgres commit + 1 confirmed publish + ack, one process",
-        "runtime": rows,
-        "note": "two agents (active + standby each); a turn = dedupe read, history read, model call, one "
-        "transaction (turn + processed id + outbox + totals), confirmed publish, ack",
+        "ceiling": "per row: two consumer processes (the active replicas) with the row's prefetch and "
+        "concurrent chains doing consume + 1 Postgres commit + 1 confirmed publish + ack "
+        "(stoa_testing.ceiling)",
+        "rows": rows,
+        "note": "two agents (active + standby each); a turn = dedupe + conversation + history read, model "
+        "call, one transaction (turn + processed id + outbox + totals), confirmed publish, ack",
     }
     path = write_result(RESULTS, "runtime_throughput", result)
     print(f"Wrote {path}")

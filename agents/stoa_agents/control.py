@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
@@ -22,67 +20,34 @@ from stoa_agents.store.migrate import memory_schema
 from stoa_agents.tracing import new_traceparent
 from stoa_agents.turns.policy import Phase, speaker_for
 from stoa_api.conversation import ConversationSpec
+from stoa_api.status import AgentShare, AgentStatus, ConversationStatus
 
 
-@dataclass(frozen=True)
-class AgentShare:
-    turns: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class ConversationStatus:
-    name: str
-    id: str
-    phase: Phase
-    reason: str
-    turns: int
-    last_speaker: str | None
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    agents: dict[str, AgentShare] = field(default_factory=dict)
-
-    def as_status(self) -> dict[str, Any]:
-        """camelCase JSON view (``stoa transcript --json``), with the per-agent breakdown."""
-        return {
-            "phase": self.phase.value,
-            "reason": self.reason,
-            "turns": self.turns,
-            "lastSpeaker": self.last_speaker,
-            "tokensIn": self.tokens_in,
-            "tokensOut": self.tokens_out,
-            "costUSD": round(self.cost_usd, 6),
-            "startedAt": self.started_at.isoformat() if self.started_at else None,
-            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
-            "agents": {
-                name: {
-                    "turns": s.turns,
-                    "tokensIn": s.tokens_in,
-                    "tokensOut": s.tokens_out,
-                    "costUSD": round(s.cost_usd, 6),
-                }
-                for name, s in self.agents.items()
-            },
-        }
-
-
-@dataclass(frozen=True)
-class AgentStatus:
-    agent: str
-    active_pod: str | None
-    active_since: datetime | None
-    previous_pod: str | None
-    takeovers: int
-    turns: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
+def status_of(conversation: repo.ConversationRow, shares: dict[str, AgentShare]) -> ConversationStatus:
+    """The runtime's part of a Conversation's status (the type the resource's status is written as)."""
+    c = conversation
+    return ConversationStatus(
+        conversation_id=c.id,
+        runtime_name=c.name,
+        phase=c.phase,
+        reason=c.reason,
+        failure_reason=c.reason if c.phase is Phase.FAILED else None,
+        turns=c.turns,
+        last_speaker=c.last_speaker,
+        tokens_in=c.tokens_in,
+        tokens_out=c.tokens_out,
+        cost_usd=round(c.cost_usd, 8),
+        unpriced_turns=c.unpriced_turns,
+        agents=shares,
+        started_at=_iso(c.started_at),
+        finished_at=_iso(c.finished_at),
+    )
 
 
 async def start_conversation(
@@ -202,47 +167,36 @@ async def conversation_status(db: asyncpg.Pool, name: str) -> ConversationStatus
         return None
     rows = await db.fetch(
         "SELECT speaker, count(*) AS turns, sum(tokens_in) AS tin, sum(tokens_out) AS tout,"
-        " sum(cost_usd) AS cost FROM stoa.turns WHERE conversation_id = $1 GROUP BY speaker ORDER BY speaker",
+        " sum(cost_usd) AS cost, count(*) FILTER (WHERE cost_source = 'unpriced') AS unpriced"
+        " FROM stoa.turns WHERE conversation_id = $1 GROUP BY speaker ORDER BY speaker",
         uuid.UUID(conversation.id),
     )
     shares = {
         r["speaker"]: AgentShare(
-            int(r["turns"]), int(r["tin"] or 0), int(r["tout"] or 0), float(r["cost"] or 0)
+            turns=int(r["turns"]),
+            tokens_in=int(r["tin"] or 0),
+            tokens_out=int(r["tout"] or 0),
+            cost_usd=round(float(r["cost"] or 0), 8),
+            unpriced_turns=int(r["unpriced"] or 0),
         )
         for r in rows
     }
-    c = conversation
-    return ConversationStatus(
-        name=c.name,
-        id=c.id,
-        phase=c.phase,
-        reason=c.reason,
-        turns=c.turns,
-        last_speaker=c.last_speaker,
-        tokens_in=c.tokens_in,
-        tokens_out=c.tokens_out,
-        cost_usd=c.cost_usd,
-        created_at=c.created_at,
-        started_at=c.started_at,
-        finished_at=c.finished_at,
-        agents=shares,
-    )
+    return status_of(conversation, shares)
 
 
 async def agent_status(db: asyncpg.Pool, agent: str, namespace: str = "") -> AgentStatus:
-    """Which pod is the active consumer of Agent ``namespace/agent`` (recorded at its first delivery) and
-    its totals; ``namespace=""`` for unscoped agents (``stoa run``)."""
+    """The runtime's part of Agent ``namespace/agent``'s status: which pod is the active consumer
+    (recorded at its first delivery) and its totals; ``namespace=""`` for unscoped agents (``stoa run``)."""
     key = agent_key(namespace, agent)
     act = await db.fetchrow("SELECT * FROM stoa.agent_activity WHERE agent = $1", key)
     tot = await db.fetchrow("SELECT * FROM stoa.agent_totals WHERE agent = $1", key)
     return AgentStatus(
-        agent=agent,
         active_pod=act["pod"] if act else None,
-        active_since=act["active_since"] if act else None,
         previous_pod=act["previous_pod"] if act else None,
         takeovers=int(act["takeovers"]) if act else 0,
-        turns=int(tot["turns"]) if tot else 0,
+        turns_handled=int(tot["turns"]) if tot else 0,
         tokens_in=int(tot["tokens_in"]) if tot else 0,
         tokens_out=int(tot["tokens_out"]) if tot else 0,
-        cost_usd=float(tot["cost_usd"]) if tot else 0.0,
+        cost_usd=round(float(tot["cost_usd"]), 8) if tot else 0.0,
+        unpriced_turns=int(tot["unpriced_turns"]) if tot else 0,
     )

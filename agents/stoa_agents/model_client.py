@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from stoa_agents.tracing import child_traceparent, trace_id_of
 from stoa_gateway.backoff import parse_retry_after, retry_delay
 
 log = logging.getLogger("stoa.agents.model")
+TARGET_HEADER = "X-Stoa-Target"  # the gateway target that answered
 
 
 class ModelError(RuntimeError):
@@ -33,9 +35,13 @@ class Completion:
     content: str
     tokens_in: int
     tokens_out: int
-    model: str
+    model: str  # the model that answered (the response's ``model``)
     duration_ms: int
     attempts: int
+    # What the endpoint says the call cost (``usage.cost``, USD: the Stoa gateway, OpenRouter); None: not
+    # reported. ``target``: the gateway target that answered (``X-Stoa-Target``), None without a gateway.
+    cost_usd: float | None = None
+    target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,18 +66,33 @@ def _error_text(status: int, body: str) -> str:
     return f"HTTP {status}: {text}" if text else f"HTTP {status}"
 
 
-def _parse(data: Any, fallback_model: str) -> tuple[str, int, int, str]:
+def reported_cost(usage: Any) -> float | None:
+    """``usage.cost`` when it is a finite number >= 0 (USD), else None: a wrong number is never stored."""
+    cost = usage.get("cost") if isinstance(usage, dict) else None
+    if isinstance(cost, bool) or not isinstance(cost, int | float):
+        return None
+    value = float(cost)
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_completion(
+    data: Any, fallback_model: str, target: str | None, duration_ms: int, attempts: int
+) -> Completion:
     try:
         choice = data["choices"][0]
         content = choice["message"]["content"] or ""
     except (KeyError, IndexError, TypeError) as exc:
         raise ValueError(f"response without choices[0].message.content: {str(data)[:200]}") from exc
     usage = data.get("usage") or {}
-    return (
-        str(content).strip(),
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
-        str(data.get("model") or fallback_model),
+    return Completion(
+        content=str(content).strip(),
+        tokens_in=int(usage.get("prompt_tokens") or 0),
+        tokens_out=int(usage.get("completion_tokens") or 0),
+        model=str(data.get("model") or fallback_model),
+        duration_ms=duration_ms,
+        attempts=attempts,
+        cost_usd=reported_cost(usage),
+        target=target or None,
     )
 
 
@@ -166,12 +187,10 @@ class ModelClient:
                 async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
                     text = await resp.text()
                     if resp.status == 200:
-                        content, tok_in, tok_out, model = _parse(json.loads(text), model_name)
-                        return Completion(
-                            content,
-                            tok_in,
-                            tok_out,
-                            model,
+                        return parse_completion(
+                            json.loads(text),
+                            model_name,
+                            resp.headers.get(TARGET_HEADER),
                             int((time.monotonic() - started) * 1000),
                             attempt + 1,
                         )

@@ -32,6 +32,7 @@ from stoa_agents.store import repo
 from stoa_agents.store.db import open_pool
 from stoa_agents.store.migrate import ensure_memory
 from stoa_agents.tracing import child_traceparent, trace_id_of
+from stoa_agents.turns.cost import turn_cost
 from stoa_agents.turns.plan import Admission, ConversationState, Speaker, admit, next_step, turn_context
 from stoa_agents.turns.prompts import build_messages, memory_note
 from stoa_api.conversation import ConversationSpec
@@ -302,10 +303,13 @@ class AgentRuntime:
     def _new_turn(
         self, conversation_id: str, msg: TurnMessage, role: str, completion: Completion, traceparent: str
     ) -> repo.NewTurn:
-        cost = (
-            completion.tokens_in * self.s.model_input_cost_per_1k
-            + completion.tokens_out * self.s.model_output_cost_per_1k
-        ) / 1000
+        cost = turn_cost(
+            completion.cost_usd,
+            completion.tokens_in,
+            completion.tokens_out,
+            self.s.model_input_cost_per_1k,
+            self.s.model_output_cost_per_1k,
+        )
         return repo.NewTurn(
             conversation_id=conversation_id,
             seq=msg.seq,
@@ -315,8 +319,10 @@ class AgentRuntime:
             content=completion.content,
             tokens_in=completion.tokens_in,
             tokens_out=completion.tokens_out,
-            cost_usd=cost,
+            cost_usd=cost.usd,
+            cost_source=cost.source,
             model=completion.model,
+            target=completion.target,
             duration_ms=completion.duration_ms,
             pod=self.pod,
             message_id=msg.message_id,

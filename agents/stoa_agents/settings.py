@@ -39,8 +39,10 @@ class AgentSettings(StoaSettings):
     model_backoff_seconds: float = Field(default=0.5, ge=0)
     model_backoff_max_seconds: float = Field(default=8.0, ge=0)
     model_unreachable_grace_seconds: float = Field(default=120.0, ge=0)
-    model_input_cost_per_1k: float = Field(default=0.0, ge=0)
-    model_output_cost_per_1k: float = Field(default=0.0, ge=0)
+    # Direct mode (no gateway, an endpoint that reports no ``usage.cost``): the price of the model, USD per
+    # 1k tokens. Unset: turns are stored with cost 0 and cost source ``unpriced``, never a guess.
+    model_input_cost_per_1k: float | None = Field(default=None, ge=0)
+    model_output_cost_per_1k: float | None = Field(default=None, ge=0)
     history_turns: int = Field(default=6, ge=0, le=200)
 
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"

@@ -54,6 +54,7 @@ class Behaviour(BaseModel):
     reply: str | None = None
     error_message: str | None = None
     include_usage: bool = True
+    cost: float | None = Field(default=None, description="usage.cost to report (USD), as OpenRouter does")
 
 
 class Script(BaseModel):
@@ -190,7 +191,10 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             ],
         }
         if behaviour.include_usage:
-            payload["usage"] = _usage(body, reply)
+            payload["usage"] = {
+                **_usage(body, reply),
+                **({} if behaviour.cost is None else {"cost": behaviour.cost}),
+            }
         return web.json_response(payload)
     finally:
         state.in_flight -= 1

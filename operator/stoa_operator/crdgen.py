@@ -68,6 +68,9 @@ def _openapi(node: dict[str, Any]) -> dict[str, Any]:
     """JSON-schema 2020 keywords -> the OpenAPI 3.0 subset of structural schemas, recursively."""
     out: dict[str, Any] = {}
     for key, value in node.items():
+        if key == "additionalProperties" and isinstance(value, dict):
+            out["additionalProperties"] = _openapi(value)  # a map (dict[str, X]); ``false`` is dropped
+            continue
         if key in _DROP or key == "$defs":
             continue
         if key == "exclusiveMinimum":
@@ -257,5 +260,7 @@ def to_json_schema(node: Any) -> Any:
     if "properties" in node:
         out["properties"] = {k: to_json_schema(v) for k, v in node["properties"].items()}
         out["additionalProperties"] = False
+    elif isinstance(node.get("additionalProperties"), dict):
+        out["additionalProperties"] = to_json_schema(node["additionalProperties"])
     out.pop("format", None)
     return out

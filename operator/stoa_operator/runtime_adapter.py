@@ -22,6 +22,7 @@ from stoa_agents.identity import agent_key
 from stoa_agents.store.db import CONNECTION_ERRORS, open_pool
 from stoa_agents.turns.policy import TERMINAL_PHASES
 from stoa_api.conversation import ConversationSpec
+from stoa_api.status import AgentStatus, ConversationStatus
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,31 +39,6 @@ class Connection:
     rabbitmq_url: str | None = None
 
 
-@dataclass(frozen=True)
-class AgentRecord:
-    active_pod: str | None
-    previous_pod: str | None
-    takeovers: int
-    turns: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-
-
-@dataclass(frozen=True)
-class ConversationRecord:
-    id: str
-    phase: str
-    reason: str
-    turns: int
-    last_speaker: str | None
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    started_at: str | None
-    finished_at: str | None
-
-
 def runtime_name(namespace: str, name: str) -> str:
     """Conversations of all namespaces share the runtime store: the key is ``<namespace>/<name>``."""
     return f"{namespace}/{name}"
@@ -75,28 +51,6 @@ def agent_queue(namespace: str, agent: str) -> str:
 
 def transcript_hint(namespace: str, name: str) -> str:
     return f'stoa transcript {runtime_name(namespace, name)} --postgres-url "$STOA_POSTGRES_DSN"'
-
-
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    text: str = value.isoformat(timespec="seconds")
-    return text.replace("+00:00", "Z")
-
-
-def _conversation(status: Any) -> ConversationRecord:
-    return ConversationRecord(
-        id=str(status.id),
-        phase=str(status.phase.value),
-        reason=str(status.reason or ""),
-        turns=int(status.turns),
-        last_speaker=status.last_speaker,
-        tokens_in=int(status.tokens_in),
-        tokens_out=int(status.tokens_out),
-        cost_usd=round(float(status.cost_usd), 6),
-        started_at=_iso(status.started_at),
-        finished_at=_iso(status.finished_at),
-    )
 
 
 class Runtime:
@@ -165,25 +119,24 @@ class Runtime:
 
     def ensure_conversation(
         self, conn: Connection, namespace: str, name: str, spec: ConversationSpec, uid: str
-    ) -> ConversationRecord:
-        """Start once (any number of calls start it once) and follow ``spec.suspend``."""
+    ) -> ConversationStatus:
+        """Start once (any number of calls start it once) and follow ``spec.suspend``; the runtime's part
+        of the resource's status."""
 
-        async def go() -> ConversationRecord:
+        async def go() -> ConversationStatus:
             pool = await self._pool(conn.postgres_dsn)
             bus = await self._bus(conn.rabbitmq_url)
-            status = await control.reconcile_conversation(
+            return await control.reconcile_conversation(
                 pool, bus, runtime_name(namespace, name), spec, uid=uid
             )
-            return _conversation(status)
 
         return self._run(self._guard(go(), "start conversation"))
 
-    def conversation_status(self, conn: Connection, namespace: str, name: str) -> ConversationRecord | None:
-        async def go() -> ConversationRecord | None:
-            status = await control.conversation_status(
+    def conversation_status(self, conn: Connection, namespace: str, name: str) -> ConversationStatus | None:
+        async def go() -> ConversationStatus | None:
+            return await control.conversation_status(
                 await self._pool(conn.postgres_dsn), runtime_name(namespace, name)
             )
-            return None if status is None else _conversation(status)
 
         return self._run(self._guard(go(), "read conversation"))
 
@@ -209,18 +162,11 @@ class Runtime:
 
     # -- agents --------------------------------------------------------------------------------------
 
-    def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentRecord:
-        async def go() -> AgentRecord:
-            st = await control.agent_status(await self._pool(conn.postgres_dsn), agent, namespace)
-            return AgentRecord(
-                active_pod=st.active_pod,
-                previous_pod=st.previous_pod,
-                takeovers=st.takeovers,
-                turns=st.turns,
-                tokens_in=st.tokens_in,
-                tokens_out=st.tokens_out,
-                cost_usd=round(st.cost_usd, 6),
-            )
+    def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentStatus:
+        """The runtime's part of the Agent's status (active pod, takeovers, totals)."""
+
+        async def go() -> AgentStatus:
+            return await control.agent_status(await self._pool(conn.postgres_dsn), agent, namespace)
 
         return self._run(self._guard(go(), "read agent status"))
 

@@ -38,7 +38,9 @@ async def print_transcript(dsn: str, name: str, *, as_json: bool = False) -> int
         print(
             json.dumps(
                 {
-                    "status": status.as_status(),
+                    "status": status.model_dump(
+                        mode="json", by_alias=True, exclude_none=True, exclude={"conditions"}
+                    ),
                     "turns": [
                         {
                             "seq": t.seq,
@@ -48,7 +50,9 @@ async def print_transcript(dsn: str, name: str, *, as_json: bool = False) -> int
                             "tokensIn": t.tokens_in,
                             "tokensOut": t.tokens_out,
                             "costUSD": t.cost_usd,
+                            "costSource": t.cost_source,
                             "model": t.model,
+                            "target": t.target,
                             "durationMs": t.duration_ms,
                             "pod": t.pod,
                             "at": t.created_at.isoformat(),

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from stoa_agents.store.migrate import memory_schema
+from stoa_agents.turns.cost import CostSource
 from stoa_agents.turns.policy import TERMINAL_PHASES, Phase, Turn
 
 
@@ -27,6 +28,7 @@ class ConversationRow:
     tokens_in: int
     tokens_out: int
     cost_usd: float
+    unpriced_turns: int
     parked_message: str | None
     created_at: datetime
     started_at: datetime | None
@@ -42,7 +44,9 @@ class StoredTurn:
     tokens_in: int
     tokens_out: int
     cost_usd: float
+    cost_source: str  # turns.cost.CostSource
     model: str
+    target: str | None
     duration_ms: int
     pod: str
     created_at: datetime
@@ -67,7 +71,9 @@ class NewTurn:
     tokens_in: int
     tokens_out: int
     cost_usd: float
-    model: str
+    cost_source: CostSource
+    model: str  # the model that answered
+    target: str | None  # the gateway target that answered
     duration_ms: int
     pod: str
     message_id: str
@@ -96,6 +102,7 @@ def _conversation(row: asyncpg.Record) -> ConversationRow:
         tokens_in=row["tokens_in"],
         tokens_out=row["tokens_out"],
         cost_usd=float(row["cost_usd"]),
+        unpriced_turns=row["unpriced_turns"],
         parked_message=row["parked_message"],
         created_at=row["created_at"],
         started_at=row["started_at"],
@@ -131,8 +138,8 @@ async def load_turns(db: asyncpg.Pool, conversation_id: str) -> list[Turn]:
 
 async def load_transcript(db: asyncpg.Pool, conversation_id: str, after_seq: int = 0) -> list[StoredTurn]:
     rows = await db.fetch(
-        "SELECT seq, speaker, role, content, tokens_in, tokens_out, cost_usd, model, duration_ms, pod,"
-        " created_at FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+        "SELECT seq, speaker, role, content, tokens_in, tokens_out, cost_usd, cost_source, model, target,"
+        " duration_ms, pod, created_at FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
         uuid.UUID(conversation_id),
         after_seq,
     )
@@ -216,8 +223,8 @@ async def commit_turn(
             return "finished"
         await conn.execute(
             "INSERT INTO stoa.turns (conversation_id, seq, speaker, role, content, tokens_in, tokens_out,"
-            " cost_usd, model, duration_ms, pod, message_id, traceparent)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            " cost_usd, model, duration_ms, pod, message_id, traceparent, cost_source, target)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             conv_id,
             turn.seq,
             turn.speaker,
@@ -231,7 +238,10 @@ async def commit_turn(
             turn.pod,
             turn.message_id,
             turn.traceparent,
+            turn.cost_source.value,
+            turn.target,
         )
+        unpriced = 1 if turn.cost_source is CostSource.UNPRICED else 0
         await conn.execute(
             "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome)"
             " VALUES ($1, $2, $3, $4, 'stored')",
@@ -245,6 +255,7 @@ async def commit_turn(
             "UPDATE stoa.conversations SET next_seq = $2 + 1, turns = $2, last_speaker = $3, phase = $4,"
             " reason = CASE WHEN $5::text IS NULL THEN reason ELSE $5 END,"
             " tokens_in = tokens_in + $6, tokens_out = tokens_out + $7, cost_usd = cost_usd + $8,"
+            " unpriced_turns = unpriced_turns + $9,"
             " started_at = coalesce(started_at, now()),"
             " finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, updated_at = now()"
             " WHERE id = $1",
@@ -256,16 +267,19 @@ async def commit_turn(
             turn.tokens_in,
             turn.tokens_out,
             turn.cost_usd,
+            unpriced,
         )
         await conn.execute(
-            "INSERT INTO stoa.agent_totals AS t (agent, turns, tokens_in, tokens_out, cost_usd)"
-            " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
+            "INSERT INTO stoa.agent_totals AS t"
+            " (agent, turns, tokens_in, tokens_out, cost_usd, unpriced_turns) VALUES ($1, 1, $2, $3, $4, $5)"
+            " ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
             " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
-            " updated_at = now()",
+            " unpriced_turns = t.unpriced_turns + $5, updated_at = now()",
             turn.agent,
             turn.tokens_in,
             turn.tokens_out,
             turn.cost_usd,
+            unpriced,
         )
         if next_message is not None:
             await conn.execute(

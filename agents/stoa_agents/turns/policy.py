@@ -7,14 +7,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from stoa_api.conversation import ConversationSpec, TurnPolicyType
+from stoa_api.status import ConversationPhase
 
-
-class Phase(StrEnum):
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-    SUSPENDED = "Suspended"
+# One phase type from the store to the resource: the Conversation status's.
+Phase = ConversationPhase
 
 
 TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})

@@ -1,94 +1,23 @@
-"""``status`` of Stoa's custom resources (pure pydantic; the CRD status schemas are generated from these)."""
+"""The status types of Stoa's kinds live in ``stoa_api.status`` (shared with the runtime); re-exported."""
 
-from __future__ import annotations
+from stoa_api.status import (
+    AgentShare,
+    AgentStatus,
+    Condition,
+    ConditionStatus,
+    ConversationPhase,
+    ConversationStatus,
+    ModelPolicyStatus,
+    TargetHealth,
+)
 
-from enum import StrEnum
-
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
-
-
-class _Status(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
-
-
-class ConditionStatus(StrEnum):
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
-
-
-class Condition(_Status):
-    """One condition, Kubernetes style (metav1.Condition)."""
-
-    type: str = Field(max_length=316)
-    status: ConditionStatus
-    reason: str = Field(max_length=1024)
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: str = Field(description="RFC 3339 time of the last status flip")
-    observed_generation: int = Field(default=0, ge=0)
-
-
-class TargetHealth(_Status):
-    """Health of one ModelPolicy target as seen by the gateway replicas (worst replica wins)."""
-
-    name: str
-    circuit: str = Field(default="unknown", description="closed, halfOpen, open or unknown (worst replica)")
-    open_replicas: int = Field(default=0, ge=0, description="replicas whose circuit is open")
-    replicas: int = Field(default=0, ge=0, description="replicas that reported this target")
-    last_error: str | None = None
-    last_error_time: str | None = None
-    last_failover_reason: str | None = None
-    last_failover_time: str | None = None
-
-
-class ModelPolicyStatus(_Status):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    endpoint: str | None = Field(default=None, description="OpenAI-compatible base URL; model = policy name")
-    gateway: str | None = Field(default=None, description="Deployment serving this policy")
-    config_hash: str | None = None
-    targets: list[TargetHealth] = Field(default_factory=list)
-
-
-class AgentStatus(_Status):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    replicas: int = 0
-    ready_replicas: int = 0
-    standby_replicas: int = 0
-    queue: str | None = None
-    active_pod: str | None = None
-    previous_pod: str | None = None
-    takeovers: int = 0
-    turns_handled: int = 0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = Field(default=0.0, alias="costUSD")
-
-
-class ConversationPhase(StrEnum):
-    """The runtime's phases (``stoa_agents.turns.policy.Phase``)."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUSPENDED = "Suspended"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-class ConversationStatus(_Status):
-    observed_generation: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-    phase: ConversationPhase = ConversationPhase.PENDING
-    conversation_id: str | None = None
-    runtime_name: str | None = Field(default=None, description="the conversation's name in the runtime store")
-    turns: int = 0
-    last_speaker: str | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    cost_usd: float = Field(default=0.0, alias="costUSD")
-    started_at: str | None = None
-    finished_at: str | None = None
-    failure_reason: str | None = None
-    transcript: str | None = Field(default=None, description="how to read the transcript")
+__all__ = [
+    "AgentShare",
+    "AgentStatus",
+    "Condition",
+    "ConditionStatus",
+    "ConversationPhase",
+    "ConversationStatus",
+    "ModelPolicyStatus",
+    "TargetHealth",
+]

@@ -7,10 +7,12 @@ from typing import Any
 
 from stoa_agents.envcontract import CONNECTION_KEYS
 from stoa_api.agent import AgentSpec
+from stoa_api.status import AgentStatus
 from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
+from stoa_operator.reconcile.conditions import Observation
 from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
 from stoa_operator.runtime_adapter import RuntimeUnavailableError, agent_queue
 
@@ -34,24 +36,16 @@ def missing_references(ctx: Context, namespace: str, spec: AgentSpec) -> list[st
     return missing
 
 
-def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Any]:
+def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Observation]:
+    """The runtime's part of the status (as the runtime wrote it), and whether it could be read."""
     conn, problem = ctx.connection(namespace)
     if conn is None:
         return {}, readiness.runtime_synced(problem, configured=False)
     try:
-        rec = ctx.runtime.agent_status(conn, namespace, name)
+        runtime = ctx.runtime.agent_status(conn, namespace, name)
     except RuntimeUnavailableError as exc:
         return {}, readiness.runtime_synced(str(exc), configured=True)
-    fields = {
-        "activePod": rec.active_pod,
-        "previousPod": rec.previous_pod,
-        "takeovers": rec.takeovers,
-        "turnsHandled": rec.turns,
-        "tokensIn": rec.tokens_in,
-        "tokensOut": rec.tokens_out,
-        "costUSD": rec.cost_usd,
-    }
-    return fields, readiness.runtime_synced(None, configured=True)
+    return runtime.model_dump(exclude_unset=True), readiness.runtime_synced(None, configured=True)
 
 
 def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
@@ -62,7 +56,11 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
     missing = missing_references(ctx, namespace, spec)
     if missing:
         return finish(
-            ctx, body, readiness.blocked(missing), {"queue": queue}, retry_in=ctx.settings.retry_seconds
+            ctx,
+            body,
+            readiness.blocked(missing),
+            AgentStatus(queue=queue),
+            retry_in=ctx.settings.retry_seconds,
         )
     s = ctx.settings
     inputs = AgentInputs(
@@ -80,11 +78,11 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
     ro = readiness.rollout(applied[-1])
     observations = readiness.workload(f"Deployment {agent_child_name(name)}", ro, [], "")
     runtime_fields, synced = _runtime_fields(ctx, namespace, name)
-    fields = {
-        "replicas": spec.replicas,
-        "readyReplicas": ro.ready,
-        "standbyReplicas": max(ro.ready - 1, 0),
-        "queue": queue,
+    status = AgentStatus(
+        replicas=spec.replicas,
+        ready_replicas=ro.ready,
+        standby_replicas=max(ro.ready - 1, 0),
+        queue=queue,
         **runtime_fields,
-    }
-    return finish(ctx, body, [*observations, synced], fields)
+    )
+    return finish(ctx, body, [*observations, synced], status)

@@ -11,6 +11,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from stoa_api.conversation import ConversationSpec
+from stoa_api.status import AgentStatus, ConversationStatus, ModelPolicyStatus
 from stoa_operator.errors import InvalidSpecError
 from stoa_operator.reconcile import readiness
 from stoa_operator.reconcile.conditions import (
@@ -22,6 +24,13 @@ from stoa_operator.reconcile.conditions import (
 )
 from stoa_operator.runtime_adapter import Connection
 from stoa_operator.settings import OperatorSettings
+
+StatusModel = AgentStatus | ConversationStatus | ModelPolicyStatus
+STATUS_TYPES: dict[str, type[StatusModel]] = {
+    "Agent": AgentStatus,
+    "Conversation": ConversationStatus,
+    "ModelPolicy": ModelPolicyStatus,
+}
 
 
 class KubeApi(Protocol):
@@ -36,6 +45,21 @@ class KubeApi(Protocol):
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None: ...
 
 
+class RuntimeApi(Protocol):
+    """The agent runtime as reconciles see it (``runtime_adapter.Runtime``; a fake in unit tests)."""
+
+    def ensure_conversation(
+        self, conn: Connection, namespace: str, name: str, spec: ConversationSpec, uid: str
+    ) -> ConversationStatus: ...
+    def conversation_status(
+        self, conn: Connection, namespace: str, name: str
+    ) -> ConversationStatus | None: ...
+    def stop_conversation(
+        self, conn: Connection, namespace: str, name: str, uid: str, purge: bool
+    ) -> str: ...
+    def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentStatus: ...
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -43,7 +67,7 @@ def utc_now() -> str:
 @dataclass
 class Context:
     kube: KubeApi
-    runtime: Any  # stoa_operator.runtime_adapter.Runtime (duck-typed for tests)
+    runtime: RuntimeApi
     settings: OperatorSettings
     clock: Callable[[], str] = utc_now
     gateway_probe: Callable[[str, float], dict[str, Any] | None] = lambda _url, _timeout: None
@@ -87,16 +111,30 @@ def finish(
     ctx: Context,
     body: dict[str, Any],
     observations: list[Observation],
-    fields: dict[str, Any],
+    fields: StatusModel,
     retry_in: float | None = None,
 ) -> Outcome:
-    """Merge conditions, write status only if it changed, post events for flips."""
+    """Merge conditions, write status only if it changed, post events for flips.
+
+    ``fields``: the kind's status type with the fields this reconcile sets (others keep their value);
+    the status written is validated by that type, so a field the CRD does not declare cannot be written.
+    """
     meta = body["metadata"]
+    expected = STATUS_TYPES[body["kind"]]
+    if type(fields) is not expected:
+        raise TypeError(f"{body['kind']} status written as {type(fields).__name__}")
     generation = int(meta.get("generation") or 0)
     current = body.get("status") or {}
     old_conditions = list(current.get("conditions") or [])
     conditions = merge_conditions(old_conditions, observations, generation, ctx.clock())
-    desired = {**fields, "observedGeneration": generation, "conditions": conditions}
+    typed = expected.model_validate(
+        {
+            **fields.model_dump(by_alias=True, exclude_unset=True),
+            "observedGeneration": generation,
+            "conditions": conditions,
+        }
+    )
+    desired = typed.model_dump(mode="json", by_alias=True, exclude_unset=True)
     written = False
     if status_changed(current, desired):
         ctx.kube.patch_status(body["apiVersion"], body["kind"], meta["namespace"], meta["name"], desired)
@@ -118,5 +156,5 @@ def validated_spec(ctx: Context, body: dict[str, Any], model: type[SpecT]) -> Sp
         return model.model_validate(body.get("spec") or {})
     except ValidationError as exc:
         message = f"invalid spec: {exc.errors()[0]['msg']}"
-        finish(ctx, body, readiness.invalid(message), {})
+        finish(ctx, body, readiness.invalid(message), STATUS_TYPES[body["kind"]]())
         raise InvalidSpecError(f"{body['kind']} {meta['namespace']}/{meta['name']}: {message}") from exc

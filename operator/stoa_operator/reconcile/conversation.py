@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stoa_api.conversation import ConversationSpec, TranscriptRetention
+from stoa_api.status import ConversationStatus
 from stoa_operator.errors import TemporaryError
 from stoa_operator.models.kinds import AGENT
 from stoa_operator.reconcile import readiness
@@ -29,7 +30,8 @@ def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     spec = validated_spec(ctx, body, ConversationSpec)
-    base = {"runtimeName": runtime_name(namespace, name), "transcript": transcript_hint(namespace, name)}
+    base = {"runtime_name": runtime_name(namespace, name), "transcript": transcript_hint(namespace, name)}
+    current_phase = (body.get("status") or {}).get("phase") or "Pending"
     missing = [
         f"Agent {p.agent_ref} not found"
         for p in spec.participants
@@ -39,12 +41,12 @@ def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
     if problem:
         missing.append(problem)
     if missing or conn is None:
-        fields = {**base, "phase": (body.get("status") or {}).get("phase") or "Pending"}
+        fields = ConversationStatus.model_validate({**base, "phase": current_phase})
         return finish(ctx, body, readiness.blocked(missing), fields, retry_in=ctx.settings.retry_seconds)
     try:
         record = ctx.runtime.ensure_conversation(conn, namespace, name, spec, uid)
     except RuntimeUnavailableError as exc:
-        fields = {**base, "phase": (body.get("status") or {}).get("phase") or "Pending"}
+        fields = ConversationStatus.model_validate({**base, "phase": current_phase})
         return finish(
             ctx,
             body,
@@ -58,21 +60,12 @@ def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
             "from an earlier resource "
             "(transcript kept); delete it with transcriptRetention purge or use another name"
         )
-        return finish(ctx, body, readiness.blocked([message], "NameInUse"), base)
-    fields = {
-        **base,
-        "conversationId": record.id,
-        "phase": record.phase,
-        "turns": record.turns,
-        "lastSpeaker": record.last_speaker,
-        "tokensIn": record.tokens_in,
-        "tokensOut": record.tokens_out,
-        "costUSD": record.cost_usd,
-        "startedAt": record.started_at,
-        "finishedAt": record.finished_at,
-        "failureReason": record.reason if record.phase == "Failed" else None,
-    }
-    return finish(ctx, body, readiness.conversation(record.phase, record.reason), fields)
+        return finish(
+            ctx, body, readiness.blocked([message], "NameInUse"), ConversationStatus.model_validate(base)
+        )
+    # The runtime's part as the runtime wrote it (one type from the store to the resource).
+    status = ConversationStatus.model_validate({**record.model_dump(exclude_unset=True), **base})
+    return finish(ctx, body, readiness.conversation(record.phase, record.reason), status)
 
 
 def stop_conversation(ctx: Context, body: dict[str, Any]) -> str:

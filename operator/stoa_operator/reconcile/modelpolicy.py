@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from stoa_api.status import ModelPolicyStatus, TargetHealth
 from stoa_gateway.policy import ModelPolicySpec
 from stoa_operator.builders.common import (
     GATEWAY_NAME,
@@ -114,10 +115,11 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
     )
     replies = _gateway_replies(ctx, namespace)
     observations.append(readiness.limits_shared(replies))
-    fields = {
-        "endpoint": gateway_endpoint(namespace, ctx.settings.gateway_port_number),
-        "gateway": GATEWAY_NAME,
-        "configHash": config_hash(config_text),
-        "targets": readiness.merge_target_health(name, [t.name for t in spec.targets], replies),
-    }
-    return finish(ctx, body, observations, fields, retry_in=ctx.settings.retry_seconds if problems else None)
+    targets = readiness.merge_target_health(name, [t.name for t in spec.targets], replies)
+    status = ModelPolicyStatus(
+        endpoint=gateway_endpoint(namespace, ctx.settings.gateway_port_number),
+        gateway=GATEWAY_NAME,
+        config_hash=config_hash(config_text),
+        targets=[TargetHealth.model_validate(t) for t in targets],
+    )
+    return finish(ctx, body, observations, status, retry_in=ctx.settings.retry_seconds if problems else None)

@@ -159,6 +159,16 @@ def test_restart_mid_reconcile_duplicates_nothing(
         wait_object(cluster, "agents", name, lambda o: settled(o, "Progressing", "True"), 60)
     deployments = cluster.apps.list_namespaced_deployment(ns).items
     assert sorted(d.metadata.name for d in deployments) == sorted(f"agent-{n}" for n in names)
+    # Server-side apply cannot create a second object of a name, so what a restart could duplicate is
+    # ownership and field management: each Deployment is owned once, by its own Agent (uid), and is
+    # managed (applied) by the operator's one field manager only.
+    uids = {n: (cluster.get("agents", n) or {})["metadata"]["uid"] for n in names}
+    for d in deployments:
+        agent = d.metadata.name.removeprefix("agent-")
+        owners = [(o.kind, o.name, o.uid) for o in d.metadata.owner_references]
+        assert owners == [("Agent", agent, uids[agent])]
+        applied = {f.manager for f in d.metadata.managed_fields if f.operation == "Apply"}
+        assert applied == {"stoa-operator"}, applied
 
     # One rollout each: no spec flapping between two writers. The controller-manager creates the
     # ReplicaSets asynchronously, so wait until each Deployment has one, then check none has two.

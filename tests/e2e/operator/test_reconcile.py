@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import copy
+import functools
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -47,6 +47,23 @@ def operator(op_kubeconfig: Path, control_plane: ControlPlane, ns: str) -> Itera
     print(f"--- operator log ---\n{proc.log_tail(60)}")
 
 
+@pytest.fixture(scope="module")
+def samples(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
+    """The sample ModelPolicy and Agents with their Secrets, applied once for the module and waited for:
+    each test that builds on them asks for this fixture, so every test can also run alone."""
+    kube.secret(
+        "stoa-connections",
+        {"postgresDsn": "postgresql://x@127.0.0.1:1/none", "rabbitmqUrl": "amqp://x@127.0.0.1:1/"},
+    )
+    kube.secret("openai-key", {"apiKey": "sk-test"})
+    for doc in load_samples():
+        if doc["kind"] != "Conversation":
+            kube.create(_plural(doc["kind"]), copy.deepcopy(doc))
+    wait_for(lambda: kube.deployment("stoa-gateway"), 30, "gateway Deployment")
+    for name in ("pro", "con", "moderator"):
+        wait_for(functools.partial(kube.deployment, f"agent-{name}"), 30, f"agent-{name} Deployment")
+
+
 def _plural(kind: str) -> str:
     return {"ModelPolicy": "modelpolicies", "Agent": "agents", "Conversation": "conversations"}[kind]
 
@@ -58,16 +75,7 @@ def _env(deployment: Any) -> dict[str, Any]:
     }
 
 
-def test_samples_create_children_and_status(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
-    kube.secret(
-        "stoa-connections",
-        {"postgresDsn": "postgresql://x@127.0.0.1:1/none", "rabbitmqUrl": "amqp://x@127.0.0.1:1/"},
-    )
-    kube.secret("openai-key", {"apiKey": "sk-test"})
-    for doc in load_samples():
-        if doc["kind"] != "Conversation":
-            kube.create(_plural(doc["kind"]), copy.deepcopy(doc))
-
+def test_samples_create_children_and_status(samples: None, kube: Cluster, ns: str) -> None:
     # ModelPolicy: the namespace gateway exists, config rendered, the key env mapped from the Secret.
     gw = wait_for(lambda: kube.deployment("stoa-gateway"), 30, "gateway Deployment")
     env = _env(gw)
@@ -111,10 +119,7 @@ def test_samples_create_children_and_status(operator: OperatorProcess, kube: Clu
     assert any(e.reason == "RuntimeUnavailable" for e in events)
 
 
-def test_spec_change_rolls_children_and_config_hot_reloads(
-    operator: OperatorProcess, kube: Cluster, ns: str
-) -> None:
-    wait_for(lambda: kube.deployment("agent-con"), 30, "agent-con")
+def test_spec_change_rolls_children_and_config_hot_reloads(samples: None, kube: Cluster, ns: str) -> None:
     kube.patch("agents", "con", {"spec": {"replicas": 3, "persona": "You argue against. Briefly."}})
     dep = wait_for(
         lambda: (d := kube.deployment("agent-con")) and d.spec.replicas == 3 and d, 20, "replicas 3"
@@ -136,7 +141,7 @@ def test_spec_change_rolls_children_and_config_hot_reloads(
     assert kube.deployment("stoa-gateway").metadata.generation == gw_before.metadata.generation
 
 
-def test_deleted_children_are_restored(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
+def test_deleted_children_are_restored(samples: None, kube: Cluster, ns: str) -> None:
     old = wait_for(lambda: kube.deployment("agent-moderator"), 30, "agent-moderator")
     kube.apps.delete_namespaced_deployment("agent-moderator", ns)
     kube.core.delete_namespaced_config_map("stoa-gateway", ns)
@@ -157,7 +162,7 @@ def _has_cm(kube: Cluster, ns: str) -> bool:
     return True
 
 
-def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube: Cluster, ns: str) -> None:
+def test_missing_references_degrade_then_recover(samples: None, kube: Cluster, ns: str) -> None:
     agent = {
         "apiVersion": "stoa.dev/v1alpha1",
         "kind": "Agent",
@@ -204,12 +209,35 @@ def test_missing_references_degrade_then_recover(operator: OperatorProcess, kube
     assert sorted(o.name for o in gw.metadata.owner_references) == ["debate-models", "judge-models"]
 
 
-def test_operator_metrics_and_liveness(operator: OperatorProcess) -> None:
+def _samples_by_name(text: str, name: str) -> dict[str, float]:
+    """Prometheus text: labels string -> value, for every sample of metric ``name``."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            labels, _, value = line[len(name) :].rpartition(" ")
+            out[labels] = float(value)
+    return out
+
+
+def test_operator_metrics_and_liveness(samples: None, operator: OperatorProcess, kube: Cluster) -> None:
+    # Settled samples: each kind reconciled successfully at least once (a failing reconcile counts as
+    # result="error"/"retry", so this fails if every reconcile failed).
+    wait_object(kube, "agents", "pro", lambda o: settled(o, "Progressing", "True"), 30)
+    wait_object(kube, "modelpolicies", "debate-models", lambda o: settled(o, "Progressing", "True"), 30)
     text = (
         urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
     )
-    assert 'stoa_operator_reconciles_total{kind="Agent"' in text
-    assert "stoa_operator_reconcile_duration_seconds_bucket" in text
+    reconciles = _samples_by_name(text, "stoa_operator_reconciles_total")
+    for kind in ("Agent", "ModelPolicy"):
+        ok = sum(
+            v for labels, v in reconciles.items() if f'kind="{kind}"' in labels and 'result="ok"' in labels
+        )
+        assert ok >= 1, (kind, reconciles)
+    errors = _samples_by_name(text, "stoa_operator_reconcile_errors_total")
+    assert not any('error="InvalidSpec"' in labels and v for labels, v in errors.items()), errors
+    durations = _samples_by_name(text, "stoa_operator_reconcile_duration_seconds_count")
+    assert sum(v for labels, v in durations.items() if 'kind="Agent"' in labels) >= 3  # three sample Agents
+    writes = _samples_by_name(text, "stoa_operator_status_writes_total")
+    assert sum(writes.values()) >= 4  # a status per sample object, written through the status models
     health = urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/healthz", timeout=5)
     assert health.status == 200
-    _ = base64

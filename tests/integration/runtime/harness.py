@@ -53,6 +53,7 @@ def distinct_replies(n: int = 60) -> list[str]:
     for i in range(n):
         a, b, c = _WORDS[i % 18], _WORDS[(i * 5 + 3) % 18], _WORDS[(i * 7 + 11) % 18]
         out.append(f"Claim {i}: {a} and {b} gain while {c} adapt quickly in round {i}.")
+    assert len(set(out)) == n  # a precondition of the tests that use them, checked where they are made
     return out
 
 

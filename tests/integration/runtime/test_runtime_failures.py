@@ -15,7 +15,7 @@ from stoa_agents.turns.policy import Phase
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
 from stoa_testing.fake_provider import Behaviour, RunningFake, start_fake_provider
-from tests.integration.runtime.harness import Cluster, distinct_replies, unique_prefix
+from tests.integration.runtime.harness import Cluster, unique_prefix
 
 
 @pytest.mark.slow
@@ -133,8 +133,3 @@ async def test_model_errors_and_timeouts_fail_the_conversation_with_the_provider
         await cluster.close()
         await overloaded.close()
         await hanging.close()
-
-
-async def test_fake_replies_fixture_is_distinct() -> None:
-    replies = distinct_replies()
-    assert len(set(replies)) == len(replies)

@@ -67,10 +67,10 @@ async def test_same_agent_names_in_two_namespaces_do_not_share_turns_status_or_m
                 st = await agent_status(db, agent, ns)
                 assert st.active_pod is not None
                 assert st.active_pod.startswith(f"{ns}-{agent}-"), st.active_pod
-                assert st.turns == status.agents[agent].turns
+                assert st.turns_handled == status.agents[agent].turns
                 notes = await db.fetch(f"SELECT conversation_id FROM {memory_schema(f'{ns}/{agent}')}.memory")  # noqa: S608
                 assert {r["conversation_id"] for r in notes} == {conv_id}
-                assert len(notes) == st.turns
+                assert len(notes) == st.turns_handled
         # Nothing of these namespaces was recorded under the unscoped identity of these names (which
         # ``stoa run`` tests in the same session may use).
         for agent in AGENTS:

@@ -10,6 +10,7 @@ from stoa_api.agent import AgentSpec
 from stoa_operator.errors import InvalidSpecError
 from stoa_operator.reconcile.context import Context, validated_spec
 from stoa_operator.settings import OperatorSettings
+from tests.unit.operator.fakes import FakeRuntime
 
 
 class RecordingKube:
@@ -42,7 +43,9 @@ class RecordingKube:
 
 def test_invalid_spec_sets_degraded_and_raises_a_permanent_error() -> None:
     kube = RecordingKube()
-    ctx = Context(kube=kube, runtime=None, settings=OperatorSettings(), clock=lambda: "2026-01-01T00:00:00Z")
+    ctx = Context(
+        kube=kube, runtime=FakeRuntime(), settings=OperatorSettings(), clock=lambda: "2026-01-01T00:00:00Z"
+    )
     body = {
         "apiVersion": "stoa.dev/v1alpha1",
         "kind": "Agent",
