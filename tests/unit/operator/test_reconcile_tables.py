@@ -323,5 +323,7 @@ def test_model_policy_table(
     status = kube.body(API, "ModelPolicy", NS, "models")["status"]
     assert _conditions(status)["Degraded"] == degraded
     assert status["endpoint"] == "http://stoa-gateway.team.svc:8080/v1"
-    assert status["targets"] == [{"name": "a", "circuit": circuit}]
+    seen = 0 if probe is None else 1
+    opened = int(circuit == "open")
+    assert status["targets"] == [{"name": "a", "circuit": circuit, "openReplicas": opened, "replicas": seen}]
     assert (outcome.retry_in is not None) is (not secret)
