@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from stoa_devenv.errors import ComponentMissingError
+from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
 from stoa_devenv.imageload import load_into_containerd, node_containerd_address
 from stoa_devenv.images import ensure_images
 from stoa_devenv.imagespec import NODE_IMAGES, SPECS, chart_image_values
@@ -54,6 +55,14 @@ def parse_tags(values: list[str]) -> dict[str, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except (ComponentMissingError, ComponentFailedError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     names = args.names or list(NODE_IMAGES)
     aliases = parse_tags(args.tag)
     address = None

@@ -101,6 +101,10 @@ def load_into_containerd(
     references imported. ``aliases`` ({image name: [extra refs]}) tags an image under more names, e.g. the
     chart's default ``ghcr.io/stoa-dev/stoa:dev``."""
     address = str(address)
+    if not Path(address.removeprefix("unix://")).exists():
+        raise ComponentFailedError(
+            f"no containerd socket at {address}: is the node running (stoa dev cluster status)?"
+        )
     wanted = list(images)
     present = present_image_ids(address, namespace)
     imported: list[str] = []

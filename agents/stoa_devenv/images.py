@@ -16,7 +16,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -238,10 +238,12 @@ def ensure_images(
     rebuild: Iterable[str] = (),
     progress: Progress = _stderr,
     cache: Path = IMAGE_CACHE,
+    specs: Mapping[str, Spec] = SPECS,
 ) -> dict[str, ImageRef]:
     """Each image of ``names`` (and the bases they need) from the cache, building what is missing.
 
     ``rebuild`` names images to build again even when cached (e.g. a base, to pick up Debian updates).
+    Paths in ``specs`` are relative to the repository (absolute ones are taken as they are).
     """
     wanted = list(names)
     again = set(rebuild)
@@ -249,8 +251,8 @@ def ensure_images(
     (cache / "logs").mkdir(exist_ok=True)
     refs: dict[str, ImageRef] = {}
     with _Builder(cache, progress) as builder:
-        for name in build_order(wanted):
-            refs[name] = builder.ensure(SPECS[name], refs, rebuild=name in again)
+        for name in build_order(wanted, specs):
+            refs[name] = builder.ensure(specs[name], refs, rebuild=name in again)
     return {name: refs[name] for name in wanted}
 
 

@@ -13,7 +13,6 @@ import copy
 import json
 import secrets
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -325,27 +324,6 @@ def test_pause_image_exits_0_on_sigterm_and_sigint(
 
 
 # ---- loading into a containerd ------------------------------------------------------------------------
-@pytest.fixture
-def containerd() -> Iterator[Path]:
-    """A throwaway containerd (own root, state and socket; no CRI) to load images into."""
-    base = Path(tempfile.mkdtemp(prefix="stoa-ctrd-"))
-    socket = base / "containerd.sock"
-    (base / "config.toml").write_text(
-        f'version = 2\nroot = "{base / "root"}"\nstate = "{base / "state"}"\n'
-        f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n[grpc]\n  address = "{socket}"\n'
-    )
-    with (base / "log").open("wb") as log:
-        proc = subprocess.Popen(["containerd", "--config", str(base / "config.toml")], stdout=log, stderr=log)
-    try:
-        wait_until(socket.exists, 30, "containerd", base / "log")
-        yield socket
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        subprocess.run(["umount", "-R", str(base)], capture_output=True, check=False)
-        subprocess.run(["rm", "-rf", str(base)], check=False)
-
-
 def _ctr(socket: Path, *args: str) -> str:
     return subprocess.run(
         ["ctr", "--address", str(socket), "-n", "k8s.io", *args], capture_output=True, text=True, check=True
