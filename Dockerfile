@@ -30,8 +30,9 @@ RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
     fi
 WORKDIR /src
 RUN python -m venv /opt/stoa \
- && /opt/stoa/bin/pip install --upgrade pip setuptools wheel
-# Dependencies first, from pyproject.toml alone: a code change rebuilds only the layers below.
+ && /opt/stoa/bin/pip install --upgrade pip 'setuptools>=77' wheel
+# Dependencies first, from pyproject.toml alone: a code change rebuilds only the layers below (and builds
+# the wheel with the venv's setuptools, no isolated build environment to download each time).
 COPY pyproject.toml README.md ./
 RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
       > /tmp/requirements.txt \
@@ -39,7 +40,7 @@ RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml
  && /opt/stoa/bin/python -m compileall -q /opt/stoa/lib
 COPY agents/ agents/
 COPY operator/ operator/
-RUN /opt/stoa/bin/python -m pip wheel --no-deps --wheel-dir /dist . \
+RUN /opt/stoa/bin/python -m pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
  && /opt/stoa/bin/pip install /dist/*.whl \
  && /opt/stoa/bin/python -m compileall -q /opt/stoa/lib
 

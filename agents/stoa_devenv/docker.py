@@ -22,8 +22,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -167,36 +168,22 @@ class Docker:
             self.run("image", "rm", *refs, check=False)
 
 
-class PrivateDocker:
-    """``with PrivateDocker() as docker:`` starts containerd + dockerd (waiting for the machine-wide lock) and
-    stops both at the end. Re-entrant within one process: nested blocks share the running engine."""
+class _Engine:
+    """One running containerd + dockerd, holding the machine-wide lock while it runs."""
 
-    def __init__(self, cache: Path = DOCKER_CACHE, run_dir: Path = RUN_DIR, progress: bool = True) -> None:
+    def __init__(self, progress: bool, cache: Path = DOCKER_CACHE, run_dir: Path = RUN_DIR) -> None:
         self.cache = cache
         self.run_dir = run_dir
         self.progress = progress
-        self._depth = 0
         self._lock: IO[str] | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self.docker = Docker(run_dir / "docker.sock", cache / "client")
-
-    # -- lifecycle ----------------------------------------------------------------------------------------
-    def __enter__(self) -> Docker:
-        if self._depth == 0:
-            self._start()
-        self._depth += 1
-        return self.docker
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            self.stop()
 
     def _say(self, message: str) -> None:
         if self.progress:
             print(message, file=sys.stderr, flush=True)
 
-    def _start(self) -> None:
+    def start(self) -> None:
         if not is_root():
             raise ComponentMissingError(
                 "building images without a registry runs a private dockerd, which needs root; as a normal "
@@ -362,7 +349,33 @@ def _unmount_below(root: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
-@contextlib.contextmanager
-def private_docker(progress: bool = True) -> Iterator[Docker]:
-    with PrivateDocker(progress=progress) as docker:
-        yield docker
+_engine: _Engine | None = None
+_users = 0
+_engine_mutex = threading.Lock()
+
+
+class PrivateDocker:
+    """``with PrivateDocker() as docker:`` starts containerd + dockerd (waiting for the machine-wide lock)
+    and stops both when the last user in this process leaves: blocks nested or overlapping in one process,
+    in any thread, share the running engine (a second engine would wait for the first one's lock)."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+
+    def __enter__(self) -> Docker:
+        global _engine, _users  # noqa: PLW0603 - one engine per process, by design
+        with _engine_mutex:
+            if _engine is None:
+                engine = _Engine(self.progress)
+                engine.start()
+                _engine = engine
+            _users += 1
+            return _engine.docker
+
+    def __exit__(self, *exc: object) -> None:
+        global _engine, _users  # noqa: PLW0603
+        with _engine_mutex:
+            _users -= 1
+            if _users == 0 and _engine is not None:
+                _engine.stop()
+                _engine = None

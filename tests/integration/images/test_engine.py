@@ -157,3 +157,13 @@ def test_dev_images_command_builds_lists_and_loads(containerd: Path, tmp_path: P
     assert nowhere.returncode == 1
     assert "no node to load into" in nowhere.stderr
     assert "Traceback" not in nowhere.stderr
+
+
+def test_overlapping_users_in_one_process_share_one_engine() -> None:
+    with PrivateDocker(progress=False) as outer:
+        pids = _engine_pids()
+        with PrivateDocker(progress=False) as inner:  # e.g. ensure_images inside a test's engine fixture
+            assert inner == outer
+            assert _engine_pids() == pids
+        assert outer.run("version", "--format", "{{.Server.Version}}").stdout.strip()  # still up
+    assert not RUN_DIR.exists()
