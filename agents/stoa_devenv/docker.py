@@ -1,11 +1,12 @@
 """A private Docker engine for building images on a machine that runs none: containerd + dockerd of our own.
 
 - its own ``--data-root`` under ``~/.cache/stoa/docker`` (layers and BuildKit's cache survive between runs),
-  its own ``--exec-root``, pid file and unix socket under ``/run/stoa-docker``, its own containerd (so a
-  system containerd at the default socket is never used);
+  its own ``--exec-root``, pid files and unix socket under ``/run/stoa-docker-<hash of the cache dir>``, its
+  own containerd (so a system containerd at the default socket is never used);
 - ``--bridge=none --iptables=false --ip-masq=false``: it creates no interface and never touches the host's
-  iptables; builds and containers use ``--network host``;
-- one engine at a time on the machine (a file lock; others wait), stopped when the ``with`` block ends.
+  iptables; builds use ``--network host``, test containers ``--network none``;
+- one engine per cache directory at a time (a file lock there; others wait and say for whom), stopped when
+  the last ``with`` block of the process ends, and with the process if it dies (``PR_SET_PDEATHSIG``).
 
 Needs root (dockerd does); installs ``docker.io``, ``containerd`` and ``runc`` when missing and root.
 """
@@ -16,6 +17,7 @@ import contextlib
 import ctypes
 import fcntl
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -34,7 +36,9 @@ from stoa_devenv.procs import apt_install, is_root, log_tail, pid_alive, wait_un
 from stoa_devenv.tools import CACHE
 
 DOCKER_CACHE = CACHE / "docker"
-RUN_DIR = Path("/run/stoa-docker")
+# One engine per cache directory (its data root): the lock lives there, the run dir is named after it.
+ENGINE_LOCK = DOCKER_CACHE / "engine.lock"
+RUN_DIR = Path("/run") / f"stoa-docker-{hashlib.sha256(str(DOCKER_CACHE).encode()).hexdigest()[:8]}"
 # The client of Debian's docker.io matches its dockerd; a newer client elsewhere on PATH may lack buildx.
 PACKAGE_CLIENT = Path("/usr/bin/docker")
 PR_SET_PDEATHSIG = 1
@@ -192,6 +196,7 @@ class _Engine:
         ensure_docker_packages()
         self.cache.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
+        self._say(f"Starting the private dockerd (data root {self.cache}, socket {self.docker.socket})")
         try:
             self._stop_leftovers()
             started = time.monotonic()

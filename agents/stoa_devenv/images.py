@@ -15,8 +15,10 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from stoa_devenv.imagespec import (
     DockerfileSpec,
     FileDigest,
     Spec,
-    build_order,
+    build_levels,
     image_ref,
     input_key,
 )
@@ -39,6 +41,7 @@ from stoa_devenv.tools import CACHE, REPO_ROOT
 
 IMAGE_CACHE = CACHE / "images"
 KEEP_PER_IMAGE = 2  # archives kept per image name: the current one and the one before
+PARALLEL_BUILDS = 3
 
 Progress = Callable[[str], None]
 
@@ -138,6 +141,7 @@ class _Builder:
         self._engine = PrivateDocker()
         self._docker: Docker | None = None
         self._stack = contextlib.ExitStack()
+        self._mutex = threading.Lock()
 
     def __enter__(self) -> _Builder:
         return self
@@ -147,10 +151,10 @@ class _Builder:
 
     @property
     def docker(self) -> Docker:
-        if self._docker is None:
-            self.progress("Starting the private dockerd (own data-root under ~/.cache/stoa/docker)")
-            self._docker = self._stack.enter_context(self._engine)
-        return self._docker
+        with self._mutex:
+            if self._docker is None:
+                self._docker = self._stack.enter_context(self._engine)
+            return self._docker
 
     def _ensure_loaded(self, base: ImageRef) -> None:
         if self.docker.image_id(base.ref) != base.image_id:
@@ -168,7 +172,7 @@ class _Builder:
         if cached is not None:
             self.progress(f"Image {spec.name}: cached {cached.ref} ({_mb(cached.size)})")
             return cached
-        log = self.cache / "logs" / f"{spec.name}.log"
+        log = self.cache / "logs" / f"{spec.name}-{image_ref(spec.name, key).rsplit(':', 1)[1]}.log"
         self.progress(
             f"Image {spec.name}: building {image_ref(spec.name, key)} {_describe(spec, wheel)} (log {log})"
         )
@@ -251,8 +255,17 @@ def ensure_images(
     (cache / "logs").mkdir(exist_ok=True)
     refs: dict[str, ImageRef] = {}
     with _Builder(cache, progress) as builder:
-        for name in build_order(wanted, specs):
-            refs[name] = builder.ensure(specs[name], refs, rebuild=name in again)
+        for level in build_levels(wanted, specs):
+            # Images of one level need only earlier levels: build them side by side (downloads overlap).
+            with ThreadPoolExecutor(max_workers=PARALLEL_BUILDS, thread_name_prefix="image") as pool:
+                done = {
+                    n: pool.submit(builder.ensure, specs[n], dict(refs), rebuild=n in again) for n in level
+                }
+            for future in done.values():
+                error = future.exception()
+                if error is not None:
+                    raise error  # the others of this level finished (and are cached) meanwhile
+            refs.update({name: future.result() for name, future in done.items()})
     return {name: refs[name] for name in wanted}
 
 

@@ -143,6 +143,14 @@ def build_order(names: Iterable[str], specs: Mapping[str, Spec] = SPECS) -> list
     return order
 
 
+def build_levels(names: Iterable[str], specs: Mapping[str, Spec] = SPECS) -> list[list[str]]:
+    """``build_order`` grouped into levels: each image one level above the highest of its bases."""
+    level: dict[str, int] = {}
+    for name in build_order(names, specs):
+        level[name] = 1 + max((level[dep] for dep in dependencies(specs[name])), default=-1)
+    return [[n for n in level if level[n] == i] for i in range(max(level.values(), default=-1) + 1)]
+
+
 @dataclass(frozen=True)
 class FileDigest:
     path: str  # relative to the build context

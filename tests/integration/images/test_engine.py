@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stoa_devenv.docker import DOCKER_CACHE, RUN_DIR, PrivateDocker
+from stoa_devenv.docker import ENGINE_LOCK, RUN_DIR, PrivateDocker
 from stoa_devenv.errors import ComponentFailedError
 from stoa_devenv.imageload import load_into_containerd
 from stoa_devenv.images import IMAGE_CACHE, ensure_images
@@ -77,8 +77,8 @@ def test_the_engine_dies_with_its_owner_and_the_next_one_starts(tmp_path: Path) 
 
 
 def test_a_busy_engine_makes_others_wait_and_say_for_whom(capsys: pytest.CaptureFixture[str]) -> None:
-    DOCKER_CACHE.mkdir(parents=True, exist_ok=True)
-    with (DOCKER_CACHE / "engine.lock").open("a+") as held:
+    ENGINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with ENGINE_LOCK.open("a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         held.seek(0)
         held.truncate()

@@ -21,6 +21,7 @@ from stoa_devenv.imagespec import (
     BaseSpec,
     DockerfileSpec,
     FileDigest,
+    build_levels,
     build_order,
     chart_image_values,
     image_ref,
@@ -96,6 +97,14 @@ def test_bases_come_before_the_images_built_on_them() -> None:
     }
     with pytest.raises(ValueError, match="cycle"):
         build_order(["a"], cyclic)
+
+
+def test_build_levels_put_each_image_above_its_bases() -> None:
+    assert build_levels(["stoa", "rabbitmq", "pause", "stoa-model"]) == [
+        ["python-base", "debian-base"],
+        ["stoa", "rabbitmq", "pause", "stoa-model"],
+    ]
+    assert build_levels(["debian-base"]) == [["debian-base"]]
 
 
 def test_input_key_changes_with_every_input_and_only_with_them() -> None:
