@@ -45,6 +45,7 @@ def flush_fallbacks(call: Call, to_target: str) -> None:
         reason="; ".join(p[2] for p in moved),
         trace_id=call.trace.trace_id,
         agent=call.agent,
+        conversation=call.conversation,
         fromTarget=moved[0][0],
     )
     call.passed = [p for p in call.passed if p[0] == to_target]
@@ -193,6 +194,7 @@ def ending_response(call: Call, ending: Ending) -> web.Response:
         reason=ending.reason,
         trace_id=call.trace.trace_id,
         agent=call.agent,
+        conversation=call.conversation,
         scope=ending.scope if ending.event != "all_targets_failed" else None,
     )
     call.count("none", ending.code)

@@ -30,6 +30,7 @@ def blocked_input(call: Call, messages: list[Any]) -> web.Response | None:
         reason=f"input matched {hit}",
         trace_id=call.trace.trace_id,
         agent=call.agent,
+        conversation=call.conversation,
     )
     return error_response(
         400,
@@ -57,6 +58,7 @@ def output_blocked(call: Call, target: str, hit: str) -> None:
         reason=f"output matched {hit}",
         trace_id=call.trace.trace_id,
         agent=call.agent,
+        conversation=call.conversation,
     )
 
 
@@ -73,4 +75,5 @@ def count_masked(call: Call, direction: str, counts: dict[PiiKind, int], target:
         reason=f"masked {direction} PII: {summary}",
         trace_id=call.trace.trace_id,
         agent=call.agent,
+        conversation=call.conversation,
     )

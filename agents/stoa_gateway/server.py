@@ -52,6 +52,18 @@ async def _status(request: web.Request) -> web.Response:
     return web.json_response(request.app[GATEWAY].status())
 
 
+async def _audit(request: web.Request) -> web.Response:
+    """``GET /v1/stoa/audit?after=SEQ&limit=N``: the audit records this replica still holds."""
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", "500"))
+    except ValueError:
+        return web.json_response({"error": "after and limit must be integers"}, status=400)
+    if after < 0 or not 1 <= limit <= 1000:
+        return web.json_response({"error": "after must be >= 0 and limit 1..1000"}, status=400)
+    return web.json_response(request.app[GATEWAY].audit.recent(after, limit))
+
+
 def reload_once(gw: Gateway, path: Path) -> bool:
     """Apply the file if its content changed and validates; returns True when a new config is active.
 
@@ -148,6 +160,7 @@ def create_app(
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/stoa/status", _status)
+    app.router.add_get("/v1/stoa/audit", _audit)
     return app
 
 

@@ -111,6 +111,7 @@ def _finish(
             reason=error,
             trace_id=call.trace.trace_id,
             agent=call.agent,
+            conversation=call.conversation,
             chunksSent=relay.content_events,
         )
         call.count(target.name, "stream_interrupted")

@@ -224,3 +224,45 @@ async def test_failed_probe_reopens_the_breaker(
     assert dead.chat_requests == 3
     events = [e["event"] for e in gateway.audit() if e["event"].startswith("breaker")]
     assert events == ["breaker_opened", "breaker_half_open", "breaker_opened"]
+
+
+async def test_recent_audit_records_name_the_conversation_and_page_by_seq(
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    """``GET /v1/stoa/audit``: what ``stoa api`` reads for a conversation's failovers."""
+    primary = await fake(default=Behaviour(status=503))
+    backup = await fake()
+    gw = await gateway(
+        {
+            "chat": {
+                "targets": [target("primary", primary), target("backup", backup)],
+                "circuitBreaker": {"minRequests": 2},
+            }
+        }
+    )
+    headers = {"X-Stoa-Agent": "team-a", "X-Stoa-Conversation": "debate/ai-jobs"}
+    for _ in range(2):
+        assert (await chat(http, gw, ask("chat"), headers=headers))[0] == 200
+
+    async with http.get(f"{gw.url}/v1/stoa/audit") as resp:
+        assert resp.status == 200
+        page = await resp.json()
+    records = page["records"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert page["last"] == records[-1]["seq"]
+    assert page["oldest"] == 1
+    fallbacks = [r for r in records if r["event"] == "fallback"]
+    assert len(fallbacks) == 2
+    assert {r["conversation"] for r in fallbacks} == {"debate/ai-jobs"}
+    assert {r["agent"] for r in fallbacks} == {"team-a"}
+    opened = [r for r in records if r["event"] == "breaker_opened"]
+    assert [r["target"] for r in opened] == ["primary"]
+    # The same records went to the audit file, with the same numbers.
+    assert [r["seq"] for r in gateway.audit()] == [r["seq"] for r in records]
+
+    async with http.get(f"{gw.url}/v1/stoa/audit", params={"after": str(records[-2]["seq"])}) as resp:
+        later = await resp.json()
+    assert later["records"] == records[-1:]
+    assert later["instance"] == page["instance"]
+    async with http.get(f"{gw.url}/v1/stoa/audit", params={"after": "-1"}) as resp:
+        assert resp.status == 400
