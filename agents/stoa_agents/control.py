@@ -118,7 +118,10 @@ async def resume(db: asyncpg.Pool, bus: Bus, name: str) -> bool:
     return True
 
 
-async def stop(db: asyncpg.Pool, name: str, reason: str = "Stopped by request") -> bool:
+STOPPED_BY_REQUEST = "Stopped by request"
+
+
+async def stop(db: asyncpg.Pool, name: str, reason: str = STOPPED_BY_REQUEST) -> bool:
     """Terminate: phase Failed with ``reason``; a turn in flight is discarded when it tries to commit."""
     conversation = await repo.find_conversation(db, name)
     if conversation is None:
@@ -148,9 +151,12 @@ async def purge(db: asyncpg.Pool, name: str) -> bool:
 async def reconcile_conversation(
     db: asyncpg.Pool, bus: Bus, name: str, spec: ConversationSpec, *, uid: str | None = None
 ) -> ConversationStatus:
-    """start_conversation + follow ``spec.suspend``; what an operator's reconcile calls every time."""
+    """start_conversation + follow ``spec.stop`` and ``spec.suspend``; what an operator's reconcile calls
+    every time."""
     status = await start_conversation(db, bus, name, spec, uid=uid)
-    if spec.suspend and status.phase in (Phase.PENDING, Phase.RUNNING):
+    if spec.stop and status.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        await stop(db, name, reason=STOPPED_BY_REQUEST)
+    elif spec.suspend and status.phase in (Phase.PENDING, Phase.RUNNING):
         await suspend(db, name)
     elif not spec.suspend and status.phase is Phase.SUSPENDED:
         await resume(db, bus, name)

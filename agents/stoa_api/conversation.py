@@ -46,6 +46,11 @@ class ConversationSpec(Spec):
     moderator: str | None = Field(default=None, pattern=NAME_PATTERN, max_length=63)
     max_rounds: int | None = Field(default=None, ge=1, le=200)
     suspend: bool = False
+    stop: bool = Field(
+        default=False,
+        description="true ends the conversation now (phase Failed, reason 'Stopped by request'); "
+        "it cannot be set back to false",
+    )
     transcript_retention: TranscriptRetention = TranscriptRetention.KEEP
     priority: Priority | None = Field(
         default=None,

@@ -305,6 +305,11 @@ CONVERSATION = Kind(
                 "participants are immutable once the conversation exists",
                 ".participants",
             ),
+            Rule(
+                "!has(oldSelf.stop) || !oldSelf.stop || (has(self.stop) && self.stop)",
+                "a stopped conversation cannot be started again (stop cannot go back to false)",
+                ".stop",
+            ),
         ),
     },
 )

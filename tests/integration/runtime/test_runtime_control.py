@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from stoa_agents.control import (
+    STOPPED_BY_REQUEST,
     agent_status,
     conversation_status,
     purge,
@@ -144,6 +145,15 @@ async def test_start_is_idempotent_and_suspend_resume_stop_work(
         assert final.turns == frozen
         assert await purge(cluster.db, other)
         assert await conversation_status(cluster.db, other) is None
+
+        # spec.stop (what `stoa api` .../stop sets): the reconcile stops it, again and again the same way.
+        halted = (await cluster.start_conversations(1, max_turns=40, label="halt"))[0]
+        await _wait_turns(cluster, halted, 1)
+        stop_spec = cluster.spec(40).model_copy(update={"stop": True})
+        for _ in range(2):
+            ended = await reconcile_conversation(cluster.db, cluster.bus, halted, stop_spec)
+            assert ended.phase is Phase.FAILED
+            assert ended.reason == STOPPED_BY_REQUEST
     finally:
         await cluster.close()
         await fake.close()
