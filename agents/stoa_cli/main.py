@@ -30,6 +30,12 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "gateway": ("stoa_gateway.cli", "main", "serve the model gateway for a ModelPolicy config file"),
     "fake-model": ("stoa_testing.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
     "model-server": ("stoa_agents.local.model_server", "main", "serve the embedded demo model (SmolLM2)"),
+    "api": ("stoa_web.cli", "api_main", "serve the HTTP API and web console (Kubernetes auth on every call)"),
+    "conversations": (
+        "stoa_web.client",
+        "conversations_main",
+        "start, list and follow conversations via the API",
+    ),
 }
 
 

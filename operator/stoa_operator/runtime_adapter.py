@@ -8,6 +8,7 @@ Connection problems surface as ``RuntimeUnavailableError`` so status can say so 
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import logging
 import threading
@@ -37,6 +38,22 @@ class RuntimeUnavailableError(Exception):
 class Connection:
     postgres_dsn: str
     rabbitmq_url: str | None = None
+
+
+def connection_from(
+    postgres_dsn: str | None, rabbitmq_url: str | None, secret_name: str, secret: dict[str, Any] | None
+) -> tuple[Connection | None, str | None]:
+    """Which runtime store a namespace uses (the operator and ``stoa api`` both ask this): the configured
+    DSN when set, else the namespace's connection Secret. Returns (connection, what is missing)."""
+    if postgres_dsn:
+        return Connection(postgres_dsn, rabbitmq_url), None
+    if secret is None:
+        return None, f"Secret {secret_name} not found"
+    data = secret.get("data") or {}
+    if "postgresDsn" not in data:
+        return None, f"Secret {secret_name} has no key postgresDsn"
+    url = base64.b64decode(data["rabbitmqUrl"]).decode() if "rabbitmqUrl" in data else None
+    return Connection(base64.b64decode(data["postgresDsn"]).decode(), url), None
 
 
 def runtime_name(namespace: str, name: str) -> str:

@@ -86,3 +86,22 @@ app.kubernetes.io/component: operator
 {{- randAlphaNum 24 }}
 {{- end }}
 {{- end }}
+
+{{/* `stoa api`: its Deployment, Service, ServiceAccount and ClusterRole share this name. */}}
+{{- define "stoa.apiName" -}}
+{{- printf "%s-api" (include "stoa.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "stoa.apiSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "stoa.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: api
+{{- end }}
+
+{{- define "stoa.apiServiceAccountName" -}}
+{{- if .Values.api.serviceAccount.create }}
+{{- default (include "stoa.apiName" .) .Values.api.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.api.serviceAccount.name }}
+{{- end }}
+{{- end }}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import threading
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from stoa_operator.reconcile.conditions import (
     status_changed,
     transition_events,
 )
-from stoa_operator.runtime_adapter import Connection
+from stoa_operator.runtime_adapter import Connection, connection_from
 from stoa_operator.settings import OperatorSettings
 
 StatusModel = AgentStatus | ConversationStatus | ModelPolicyStatus
@@ -84,16 +83,8 @@ class Context:
         Returns (connection, problem); problem names what is missing.
         """
         s = self.settings
-        if s.postgres_dsn:
-            return Connection(s.postgres_dsn, s.rabbitmq_url), None
-        secret = self.kube.get("v1", "Secret", namespace, s.connection_secret)
-        if secret is None:
-            return None, f"Secret {s.connection_secret} not found"
-        data = secret.get("data") or {}
-        if "postgresDsn" not in data:
-            return None, f"Secret {s.connection_secret} has no key postgresDsn"
-        url = base64.b64decode(data["rabbitmqUrl"]).decode() if "rabbitmqUrl" in data else None
-        return Connection(base64.b64decode(data["postgresDsn"]).decode(), url), None
+        secret = None if s.postgres_dsn else self.kube.get("v1", "Secret", namespace, s.connection_secret)
+        return connection_from(s.postgres_dsn, s.rabbitmq_url, s.connection_secret, secret)
 
 
 @dataclass

@@ -32,9 +32,11 @@ def helm(*args: str) -> HelmResult:
     return HelmResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def template(*values: str, values_file: Path | None = None, namespace: str = "stoa-system") -> HelmResult:
-    """``helm template stoa charts/stoa`` with ``--set`` values (and an optional values file)."""
-    args = ["template", "stoa", str(CHART), "--namespace", namespace]
+def template(
+    *values: str, values_file: Path | None = None, namespace: str = "stoa-system", release: str = "stoa"
+) -> HelmResult:
+    """``helm template <release> charts/stoa`` with ``--set`` values (and an optional values file)."""
+    args = ["template", release, str(CHART), "--namespace", namespace]
     for value in values:
         args += ["--set", value]
     if values_file is not None:

@@ -30,8 +30,15 @@ def test_helm_lint_passes(values: list[str]) -> None:
     assert "0 chart(s) failed" in result.stdout
 
 
+def _component(objects: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    return [
+        o for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component
+    ]
+
+
 def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> None:
-    objects = render()
+    # The operator's objects (the API's and the user roles: tests/unit/chart/test_chart_api.py).
+    objects = _component(render(), "operator")
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == [
         "ClusterRole",
@@ -100,12 +107,14 @@ def test_bundled_adds_rabbitmq_postgres_and_their_connection_secret() -> None:
     objects = render("bundled.enabled=true")
     assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {
         "stoa-operator",
+        "stoa-api",
         "stoa-rabbitmq",
         "stoa-postgres",
         "stoa-model",
     }
     assert {s["metadata"]["name"] for s in find(objects, "Service")} == {
         "stoa-operator-metrics",
+        "stoa-api",
         "stoa-rabbitmq",
         "stoa-postgres",
         "stoa-model",
@@ -135,8 +144,8 @@ def test_bundled_connection_secret_goes_to_the_agent_namespaces() -> None:
 def test_bundled_off_renders_no_database_or_broker() -> None:
     objects = render("bundled.enabled=false", "connections.secretName=my-urls")
     assert not find(objects, "Secret")
-    assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {"stoa-operator"}
-    (operator,) = find(objects, "Deployment")
+    assert {d["metadata"]["name"] for d in find(objects, "Deployment")} == {"stoa-operator", "stoa-api"}
+    (operator,) = find(objects, "Deployment", "stoa-operator")
     env = _env(operator["spec"]["template"]["spec"]["containers"][0])
     assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "my-urls"
     assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["name"] == "my-urls"
