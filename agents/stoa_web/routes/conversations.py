@@ -12,11 +12,11 @@ from stoa_api.base import API_VERSION, NAME_PATTERN
 from stoa_api.conversation import ConversationSpec
 from stoa_operator.models.status import ConversationStatus
 from stoa_web.access import requires
-from stoa_web.routes.table import RouteTable
 from stoa_web.auth import Caller
 from stoa_web.events import MAX_CURSOR_CHARS, CursorError, decode_cursor, finished
 from stoa_web.models import Conversation, ConversationCreate, ConversationList, TurnPage, object_meta
 from stoa_web.problems import ERROR_RESPONSES, ApiProblemError
+from stoa_web.routes.table import RouteTable
 from stoa_web.services import FIELD_MANAGER, Services, caller, services
 from stoa_web.streams import plan_stream, run_stream, snapshot
 

@@ -14,7 +14,6 @@ from stoa_gateway.policy import ModelPolicySpec
 from stoa_operator.models.status import AgentStatus, ModelPolicyStatus
 from stoa_operator.reconcile.readiness import merge_target_health
 from stoa_web.access import requires
-from stoa_web.routes.table import RouteTable
 from stoa_web.auth import Caller
 from stoa_web.events import CIRCUIT_STATES, FAILOVER_EVENTS
 from stoa_web.models import (
@@ -29,6 +28,7 @@ from stoa_web.models import (
     object_meta,
 )
 from stoa_web.problems import ERROR_RESPONSES
+from stoa_web.routes.table import RouteTable
 from stoa_web.services import Services, caller, services
 
 router = RouteTable(tags=["agents and model policies"])

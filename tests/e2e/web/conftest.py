@@ -49,6 +49,7 @@ def api_namespace(admin: client.ApiClient, suffix: str) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def api_server(
     control_plane: ControlPlane,
+    *,
     crds: ControlPlane,
     admin: client.ApiClient,
     api_namespace: str,

@@ -52,8 +52,10 @@ async def call(
 def problem(body: dict[str, Any], status: int) -> str:
     """The API's error shape, checked; returns the message."""
     assert body.get("status") == status, body
-    assert isinstance(body.get("reason"), str) and body["reason"], body
-    assert isinstance(body.get("message"), str) and body["message"], body
+    assert isinstance(body.get("reason"), str), body
+    assert body["reason"], body
+    assert isinstance(body.get("message"), str), body
+    assert body["message"], body
     return str(body["message"])
 
 
@@ -250,6 +252,7 @@ async def test_malformed_and_oversized_requests(
 
 async def test_writes_reach_the_api_server_as_the_caller(
     http: aiohttp.ClientSession,
+    *,
     api_server: ApiServer,
     team: str,
     users: Users,
