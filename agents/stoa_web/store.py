@@ -28,6 +28,7 @@ from stoa_web.settings import ApiSettings
 
 log = logging.getLogger("stoa.api.store")
 DSN_TTL_SECONDS = 30.0
+POOL_SIZE = 8  # connections per database, whatever the number of open streams
 STORE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -92,7 +93,12 @@ class Store:
             if pool is None:
                 try:
                     pool = await asyncpg.create_pool(
-                        dsn, min_size=0, max_size=8, command_timeout=10, timeout=5
+                        dsn,
+                        min_size=0,
+                        max_size=POOL_SIZE,
+                        command_timeout=10,
+                        timeout=5,
+                        server_settings={"application_name": "stoa-api"},
                     )
                 except (*STORE_ERRORS, asyncpg.PostgresError) as exc:
                     raise StoreUnavailableError(

@@ -190,7 +190,8 @@ async def _poll(svc: Services, plan: StreamPlan, who: Caller, run: _Run) -> list
     chunks = [_event(svc, out.type, out.data, out.id) for out in outgoing]
     if finished(run.cursor, snap):
         run.why, run.done = "end", True
-        chunks.append(_event(svc, "end", EndEvent(phase=snap.phase, reason=snap.reason), run.cursor.encode()))
+        # No id of its own: the client's last id already says "everything sent" (a reconnect gets 204).
+        chunks.append(_event(svc, "end", EndEvent(phase=snap.phase, reason=snap.reason)))
         return chunks
     now = time.monotonic()
     if now - run.checked_at >= svc.settings.reauth_seconds:

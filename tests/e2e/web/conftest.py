@@ -3,40 +3,44 @@ store, and callers (service-account tokens) with different rights."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
 
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.postgres import PostgresServer
+from stoa_devenv.procs import free_port
 from stoa_devenv.rabbitmq import RabbitMQServer
 from tests.e2e.debate.cluster import Connections, private_connections
-from tests.e2e.operator.harness import install_crds
+from tests.e2e.operator.harness import install_crds, operator_kubeconfig
 from tests.e2e.web import harness
 from tests.e2e.web.harness import EDITOR, VIEWER, ApiServer
+from tests.e2e.web.stack import Stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def admin(control_plane: ControlPlane) -> client.ApiClient:
     return config.new_client_from_config(str(control_plane.kubeconfig))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def crds(control_plane: ControlPlane) -> ControlPlane:
     install_crds(control_plane)
     return control_plane
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def suffix() -> str:
     return uuid.uuid4().hex[:6]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def api_namespace(admin: client.ApiClient, suffix: str) -> Iterator[str]:
     """The release namespace: the API's ServiceAccount and the chart's ClusterRoles for it and for users."""
     ns = harness.namespace(admin, f"stoa-web-{suffix}")
@@ -46,29 +50,40 @@ def api_namespace(admin: client.ApiClient, suffix: str) -> Iterator[str]:
     client.CoreV1Api(admin).delete_namespace(ns)
 
 
-@pytest.fixture(scope="module")
-def api_server(
+@pytest.fixture(scope="package")
+def gateway_port() -> int:
+    """Where the team namespace's gateway listens (tests/e2e/web/stack.py)."""
+    return free_port()
+
+
+@pytest.fixture(scope="package")
+def api_kubeconfig(
     control_plane: ControlPlane,
-    *,
-    crds: ControlPlane,
     admin: client.ApiClient,
     api_namespace: str,
     tmp_path_factory: pytest.TempPathFactory,
-    request: pytest.FixtureRequest,
-) -> Iterator[ApiServer]:
-    """``stoa api`` as its chart ServiceAccount (a bound token, exactly the chart's RBAC)."""
-    base = tmp_path_factory.mktemp("api")
+) -> Path:
+    """The API's own identity: its chart ServiceAccount (a bound token, exactly the chart's RBAC)."""
     (sa,) = [o for o in harness.chart_api_objects(api_namespace) if o["kind"] == "ServiceAccount"]
     bearer = harness.token(admin, api_namespace, sa["metadata"]["name"], seconds=7200)
-    kubeconfig = harness.kubeconfig(control_plane, bearer, base / "api-kubeconfig")
-    extra = getattr(request, "param", None) or {}
-    server = ApiServer(kubeconfig, base / "api.log", env_extra=extra).start()
+    return harness.kubeconfig(control_plane, bearer, tmp_path_factory.mktemp("api") / "api-kubeconfig")
+
+
+@pytest.fixture(scope="package")
+def api_server(
+    api_kubeconfig: Path, *, crds: ControlPlane, team: str, gateway_port: int
+) -> Iterator[ApiServer]:
+    """``stoa api`` as its chart ServiceAccount. The team namespace's gateway is on loopback, which an
+    EndpointSlice cannot name: the API is told where it is (``STOA_API_GATEWAYS``). Open streams
+    re-check the caller every 3 s (default 60 s) so the revocation test is quick."""
+    env = {"STOA_API_REAUTH_SECONDS": "3", "STOA_API_GATEWAYS": f"{team}=http://127.0.0.1:{gateway_port}"}
+    server = ApiServer(api_kubeconfig, api_kubeconfig.parent / "api.log", env_extra=env).start()
     yield server
     server.stop()
     print(f"--- stoa api log\n{server.log_tail(80)}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def connections(postgres: PostgresServer, rabbitmq: RabbitMQServer) -> Connections:
     return private_connections(postgres, rabbitmq)
 
@@ -83,7 +98,7 @@ def connection_secret(conn: Connections, namespace: str) -> dict[str, object]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def team(admin: client.ApiClient, suffix: str, connections: Connections) -> Iterator[str]:
     """Where the conversations live, with its connection Secret (a private database and vhost)."""
     ns = harness.namespace(admin, f"team-{suffix}")
@@ -103,7 +118,7 @@ class Users:
     names: dict[str, str]  # role -> "system:serviceaccount:<ns>:<name>"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def users(admin: client.ApiClient, team: str, suffix: str) -> Iterator[Users]:
     other = harness.namespace(admin, f"other-{suffix}")
     tokens: dict[str, str] = {}
@@ -155,3 +170,31 @@ def conversation_body(
             "maxTurns": 7,
         },
     }
+
+
+@pytest.fixture(scope="package")
+async def stack(
+    control_plane: ControlPlane,
+    *,
+    crds: ControlPlane,
+    admin: client.ApiClient,
+    team: str,
+    connections: Connections,
+    gateway_port: int,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Stack]:
+    """Operator, gateway, agents and fake models for the team namespace (tests/e2e/web/stack.py)."""
+    op_kubeconfig = await asyncio.to_thread(operator_kubeconfig, control_plane, admin)
+    workdir = tmp_path_factory.mktemp("stack")
+    running = Stack(
+        control_plane, admin, team, connections, op_kubeconfig, workdir, gateway_port=gateway_port
+    )
+    try:
+        await running.start()
+    except BaseException:
+        print(running.describe())
+        await running.stop()
+        raise
+    yield running
+    print(running.describe())
+    await running.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from stoa_web.gateways import Gateways
+from stoa_web.kube import Kube, load_credentials
+from stoa_web.settings import ApiSettings
 from tests.e2e.web import harness
 from tests.e2e.web.conftest import Users, conversation_body
 from tests.e2e.web.harness import API_ROLE, ApiServer
@@ -309,3 +313,34 @@ async def test_writes_reach_the_api_server_as_the_caller(
     assert status == 409
     assert "already exists" in problem(body, 409)
     assert api_server.metric("stoa_api_denied_total", status="403") > 0
+
+
+async def test_gateway_replicas_are_found_through_endpoint_slices(
+    api_kubeconfig: Path, *, admin: client.ApiClient, users: Users
+) -> None:
+    """In a cluster the API finds a namespace's gateway replicas in the EndpointSlices of the
+    ``stoa-gateway`` Service, with its own identity (the chart's ``list endpointslices``). Only the lookup is
+    tested here: the addresses are not contacted."""
+    ns = users.outsider_namespace
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "stoa-gateway-abc", "labels": {"kubernetes.io/service-name": "stoa-gateway"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [
+            {"addresses": ["10.1.2.3"], "conditions": {"ready": True}},
+            {"addresses": ["10.1.2.4"], "conditions": {"ready": False}},
+        ],
+    }
+    other = {**slice_, "metadata": {"name": "unrelated", "labels": {"kubernetes.io/service-name": "web"}}}
+    discovery = client.DiscoveryV1Api(admin)
+    discovery.create_namespaced_endpoint_slice(ns, slice_)
+    discovery.create_namespaced_endpoint_slice(ns, other)
+    kube = Kube(load_credentials(str(api_kubeconfig)))
+    await kube.start()
+    gateways = Gateways(kube, ApiSettings())
+    try:
+        assert await gateways.replicas(ns) == ["http://10.1.2.3:8080"]
+    finally:
+        await kube.close()
