@@ -169,7 +169,9 @@ def test_reconnecting_anywhere_misses_nothing_and_repeats_nothing() -> None:
     """A client cut off after a random number of events of every batch resumes with the last id it got."""
     rng = random.Random(12)
     for _round in range(200):
-        turns, pages, acts = [], {"gw1": [], "gw2": []}, {}
+        turns: list[Turn] = []
+        pages: dict[str, list[dict[str, Any]]] = {"gw1": [], "gw2": []}
+        acts: dict[str, Activity] = {}
         expected: list[tuple[str, str]] = []
         seq = 0
         audit_seq = {"gw1": 0, "gw2": 0}
@@ -185,8 +187,8 @@ def test_reconnecting_anywhere_misses_nothing_and_repeats_nothing() -> None:
                 gw = rng.choice(["gw1", "gw2"])
                 audit_seq[gw] += 1
                 extra = {"conversation": "team/else"} if kind == "other" else {}
-                event = "breaker_opened" if kind == "breaker" else "fallback"
-                pages[gw].append(record(audit_seq[gw], clock, event, **extra))
+                name = "breaker_opened" if kind == "breaker" else "fallback"
+                pages[gw].append(record(audit_seq[gw], clock, name, **extra))
                 if kind != "other":
                     expected.append(("failover" if kind == "fail" else "circuit", f"{gw}:{audit_seq[gw]}"))
             else:
