@@ -143,9 +143,8 @@ def test_openapi_document_is_generated_from_the_crd_models_and_committed(app: Fa
     }
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     committed = json.loads(OPENAPI.read_text())
-    assert committed == json.loads(json.dumps(doc)), (
-        f"{OPENAPI.relative_to(REPO)} is stale: regenerate with `stoa api --openapi {OPENAPI.relative_to(REPO)}`"
-    )
+    where = OPENAPI.relative_to(REPO)
+    assert committed == json.loads(json.dumps(doc)), f"{where} is stale: regenerate it with `make openapi`"
 
 
 def test_gateway_view_merges_replicas() -> None:
