@@ -40,6 +40,14 @@ model: $(MODEL_STAMP) ## Install the embedded offline model used by `make demo`
 k8s-bins: venv ## Build (first time, ~4-20 min) or locate kube-apiserver, kube-controller-manager, etcd, kubectl, helm
 	$(BIN)/python -m stoa_devenv.tools
 
+.PHONY: console
+console: ## Build the web console from web/ (npm ci from the lock file) into agents/stoa_web/static
+	cd web && npm ci --no-audit --no-fund && npm run build
+
+.PHONY: openapi
+openapi: venv ## Write the API's OpenAPI document to docs/api/openapi.json (a unit test fails when it is stale)
+	$(BIN)/stoa api --openapi docs/api/openapi.json
+
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check .

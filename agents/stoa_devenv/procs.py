@@ -60,7 +60,16 @@ def apt_install(packages: list[str], why: str) -> None:
         )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     print(f"Installing Debian packages {' '.join(packages)} ({why})", flush=True)
-    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    # Wait for another apt/dpkg run (other test sessions install their packages too) instead of failing.
+    install = [
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=600",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        *packages,
+    ]
     result = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:  # a fresh machine has no package lists yet
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, check=False)

@@ -116,6 +116,7 @@ class Stack:
     gateway: subprocess.Popen[bytes] | None = None
     fleet: Fleet | None = None
     supervisor: asyncio.Task[None] | None = None
+    latency: float = TURN_LATENCY
 
     @property
     def custom(self) -> client.CustomObjectsApi:
@@ -158,8 +159,7 @@ class Stack:
         self.backup.state._lock = self.primary.state._lock
         self.primary.start()
         self.backup.start()
-        for model in (self.primary, self.backup):
-            model.state.apply(Script(default=Behaviour(latency=TURN_LATENCY)))
+        self.pace(TURN_LATENCY)
         self.create("modelpolicies", model_policy(self.primary.base_url, self.backup.base_url))
         for doc in agents:
             self.create("agents", doc)
@@ -254,6 +254,13 @@ class Stack:
             self.fleet.supervise()
             await asyncio.sleep(0.1)
 
+    def pace(self, seconds: float) -> None:
+        """Each model answer takes ``seconds`` (both targets)."""
+        self.latency = seconds
+        for model in (self.primary, self.backup):
+            assert model is not None
+            model.state.apply(Script(default=Behaviour(latency=seconds)))
+
     def fail_primary(self) -> None:
         """The primary target answers 503 from now on (its circuit opens after 2 failures)."""
         assert self.primary is not None
@@ -261,7 +268,7 @@ class Stack:
 
     def heal_primary(self) -> None:
         assert self.primary is not None
-        self.primary.state.apply(Script(default=Behaviour(latency=TURN_LATENCY)))
+        self.primary.state.apply(Script(default=Behaviour(latency=self.latency)))
 
     def kill(self, pod: str) -> bool:
         """SIGKILL one agent replica (a crash); the fleet restarts it as a new pod, a standby."""

@@ -168,6 +168,18 @@ def test_wheel_contains_every_package_and_data_file(wheel: zipfile.ZipFile) -> N
     assert not [n for n in names if "__pycache__" in n or n.startswith(("tests/", "agents/", "operator/"))]
 
 
+def test_wheel_carries_the_built_web_console(wheel: zipfile.ZipFile) -> None:
+    """`stoa api` serves the console from the package: index.html and every asset it loads."""
+    names = set(wheel.namelist())
+    assert "stoa_web/static/index.html" in names
+    index = wheel.read("stoa_web/static/index.html").decode()
+    assets = re.findall(r'(?:src|href)="/(assets/[^"]+)"', index)
+    assert any(a.endswith(".js") for a in assets)
+    assert any(a.endswith(".css") for a in assets)
+    missing = [a for a in assets if f"stoa_web/static/{a}" not in names]
+    assert not missing, f"console assets missing from the wheel: {missing}"
+
+
 def test_wheel_declares_the_stoa_console_script(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     text = wheel.read(entry_points).decode()
