@@ -20,8 +20,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Serve the Stoa API and web console. Flags override the STOA_API_* environment.",
     )
     parser.add_argument("--host", help="listen address (default 127.0.0.1; the chart sets 0.0.0.0)")
-    parser.add_argument("--port", type=int, help="listen port (default 8080)")
-    parser.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (default 9090, 0: off)")
+    parser.add_argument("--port", dest="port_number", type=int, help="listen port (default 8080)")
+    parser.add_argument(
+        "--metrics-port", dest="metrics_port_number", type=int, help="Prometheus /metrics port (9090, 0: off)"
+    )
     parser.add_argument("--kubeconfig", help="kubeconfig of the API's own identity (default: in-cluster)")
     parser.add_argument("--postgres-dsn", help="runtime store of every namespace (default: its Secret)")
     parser.add_argument("--gateways", help="fixed gateway replicas: ns=URL[,URL][;ns=URL]")
@@ -41,11 +43,11 @@ def api_main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = ApiSettings(**overrides)
-    except ValidationError as exc:
+    except (ValidationError, ValueError) as exc:  # UnknownSettingError is a ValueError
         print(f"Invalid stoa api settings: {exc}", file=sys.stderr)
         return 2
     if args.openapi:
-        from stoa_web.app import build_app
+        from stoa_web.app import build_app  # noqa: PLC0415 - the app is imported only when needed
 
         text = json.dumps(build_app(settings).openapi(), indent=2, sort_keys=True) + "\n"
         if args.openapi == "-":
@@ -57,21 +59,22 @@ def api_main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: ApiSettings) -> int:
-    import uvicorn
-    from prometheus_client import start_http_server
+    import uvicorn  # noqa: PLC0415 - `stoa --help` and other commands start without the server
+    from prometheus_client import start_http_server  # noqa: PLC0415 - same
 
-    from stoa_web.app import create_app
+    from stoa_web.app import create_app  # noqa: PLC0415 - same
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     app = create_app(settings)
-    if settings.metrics_port:
-        start_http_server(settings.metrics_port, settings.host, registry=app.state.services.metrics.registry)
+    if settings.metrics_port_number:
+        registry = app.state.services.metrics.registry
+        start_http_server(settings.metrics_port_number, settings.host, registry=registry)
     uvicorn.run(
         app,
         host=settings.host,
-        port=settings.port,
+        port=settings.port_number,
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,

@@ -1,8 +1,10 @@
 """``stoa conversations start|list|follow``: the API's command-line client.
 
-It needs only the API's URL and a bearer token (``--token``, ``--token-file``, ``$STOA_API_TOKEN``, or the
-current kubeconfig user's token), never kubectl or database access. ``follow`` prints turns and events as
-they happen and reconnects with ``Last-Event-ID`` when the connection drops, so it misses nothing.
+It needs only the API's URL (``--server``) and a bearer token (``--token``, ``--token-file``, or the current
+kubeconfig user's token), never kubectl or database access. No ``STOA_*`` variables: every Stoa process
+refuses unknown ones of its family, and an agent started from the same shell would. ``follow`` prints
+turns and events as they happen and reconnects with ``Last-Event-ID`` when the connection drops, so it
+misses nothing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -70,11 +71,9 @@ def parse_sse(lines: Iterable[str]) -> list[Event]:
 
 
 def default_token() -> str | None:
-    """``$STOA_API_TOKEN``, else the current kubeconfig user's token, if it has one."""
-    if os.environ.get("STOA_API_TOKEN"):
-        return os.environ["STOA_API_TOKEN"]
+    """The current kubeconfig user's token, if it has one."""
     try:
-        from kubernetes import client, config
+        from kubernetes import client, config  # noqa: PLC0415 - only when no token was given
 
         configuration = client.Configuration()
         config.load_kube_config(client_configuration=configuration)
@@ -227,8 +226,8 @@ async def run(args: argparse.Namespace, token: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="stoa conversations", description=__doc__)
-    parser.add_argument("--server", default=os.environ.get("STOA_API_URL"), help="API URL ($STOA_API_URL)")
-    parser.add_argument("--token", help="bearer token (default: $STOA_API_TOKEN, else your kubeconfig's)")
+    parser.add_argument("--server", required=True, help="the API's URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--token", help="bearer token (default: the current kubeconfig user's)")
     parser.add_argument("--token-file", type=Path, help="read the bearer token from this file")
     parser.add_argument("-n", "--namespace", default="default")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -254,14 +253,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def conversations_main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if not args.server:
-        print("stoa conversations: --server (or $STOA_API_URL) is required", file=sys.stderr)
-        return EXIT_ERROR
     token = (
         args.token or (args.token_file.read_text().strip() if args.token_file else None) or default_token()
     )
     if not token:
-        print("stoa conversations: no token (--token, --token-file or $STOA_API_TOKEN)", file=sys.stderr)
+        print(
+            "stoa conversations: no token (--token, --token-file, or a kubeconfig user token)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     try:
         return asyncio.run(run(args, token))

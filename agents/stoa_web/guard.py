@@ -126,7 +126,15 @@ class Guard:
                 send, 413, f"request body of {length} bytes is over the limit of {self.max_body_bytes}"
             )
             return
-        await self.app(scope, _limited(receive, self.max_body_bytes), send)
+        route, _, _ = find_route(self.routes, scope)
+        template = route.path if route is not None else scope["path"]
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(template, scope["method"], str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, _limited(receive, self.max_body_bytes), counted)
 
     async def _admit(self, scope: Scope) -> Caller | tuple[int, str]:  # noqa: PLR0911 - one per answer
         token = bearer_token(scope)

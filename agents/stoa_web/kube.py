@@ -42,7 +42,7 @@ class Credentials:
 
 def load_credentials(kubeconfig: str | None) -> Credentials:
     """In-cluster service account (``kubeconfig`` None) or a kubeconfig file."""
-    from kubernetes import client, config
+    from kubernetes import client, config  # noqa: PLC0415 - its loaders only, once at start
 
     configuration = client.Configuration()
     if kubeconfig:

@@ -15,8 +15,8 @@ from pydantic.alias_generators import to_camel
 from stoa_api.agent import AgentSpec
 from stoa_api.base import NAME_PATTERN
 from stoa_api.conversation import ConversationSpec
+from stoa_api.status import AgentStatus, ConversationStatus, ModelPolicyStatus
 from stoa_gateway.policy import ModelPolicySpec
-from stoa_operator.models.status import AgentStatus, ConversationStatus, ModelPolicyStatus
 
 
 class Model(BaseModel):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from stoa_api.base import NAME_PATTERN
+from stoa_settings import StoaSettings
 
 
 def parse_gateways(text: str) -> dict[str, list[str]]:
@@ -23,14 +26,19 @@ def parse_gateways(text: str) -> dict[str, list[str]]:
     return out
 
 
-class ApiSettings(BaseSettings):
-    """Every knob of the API server; the chart sets the env, ``stoa api --help`` lists the flags."""
+class ApiSettings(StoaSettings):
+    """Every knob of the API server; the chart sets the env, ``stoa api --help`` lists the flags. Any other
+    ``STOA_API_*`` variable stops the start; ports are ``*_PORT_NUMBER`` (the chart's Service ``stoa-api``
+    would inject ``STOA_API_PORT`` as a link variable)."""
 
     model_config = SettingsConfigDict(env_prefix="STOA_API_", extra="forbid", frozen=True)
+    process: ClassVar[str] = "stoa api"
+    docs: ClassVar[str] = "docs/api.md (Settings)"
+    family: ClassVar[str] = "STOA_API_"
 
     host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
-    metrics_port: int = Field(default=9090, ge=0, le=65535, description="0 disables /metrics")
+    port_number: int = Field(default=8080, ge=0, le=65535)
+    metrics_port_number: int = Field(default=9090, ge=0, le=65535, description="0 disables /metrics")
     kubeconfig: str | None = Field(default=None, description="unset: in-cluster service account")
     # The runtime store: settings first, else each namespace's connection Secret (as the operator does).
     postgres_dsn: str | None = None

@@ -10,7 +10,7 @@ from starlette.responses import Response, StreamingResponse
 
 from stoa_api.base import API_VERSION, NAME_PATTERN
 from stoa_api.conversation import ConversationSpec
-from stoa_operator.models.status import ConversationStatus
+from stoa_api.status import ConversationStatus
 from stoa_web.access import requires
 from stoa_web.auth import Caller
 from stoa_web.events import MAX_CURSOR_CHARS, CursorError, decode_cursor, finished

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ValidationError
 
 from stoa_api.agent import AgentSpec
 from stoa_api.base import NAME_PATTERN
+from stoa_api.status import AgentStatus, ModelPolicyStatus
 from stoa_gateway.policy import ModelPolicySpec
-from stoa_operator.models.status import AgentStatus, ModelPolicyStatus
 from stoa_operator.reconcile.readiness import merge_target_health
 from stoa_web.access import requires
 from stoa_web.auth import Caller

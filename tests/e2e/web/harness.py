@@ -178,8 +178,8 @@ class ApiServer:
         env = {
             **os.environ,
             "STOA_API_KUBECONFIG": str(self.kubeconfig),
-            "STOA_API_PORT": str(self.port),
-            "STOA_API_METRICS_PORT": str(self.metrics_port),
+            "STOA_API_PORT_NUMBER": str(self.port),
+            "STOA_API_METRICS_PORT_NUMBER": str(self.metrics_port),
             "STOA_API_POLL_SECONDS": "0.25",
             "STOA_API_GATEWAY_POLL_SECONDS": "0.5",
             **self.env_extra,

@@ -32,13 +32,13 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from stoa_agents.envcontract import agent_env, agent_model_name
+from stoa_agents.envcontract import Wiring, agent_env, literal_env
 from stoa_agents.local.fleet import Fleet
 from stoa_api.agent import AgentSpec
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.procs import free_port
-from stoa_gateway.fake_provider import Behaviour, Script
 from stoa_operator.builders.common import GATEWAY_CONFIG_KEY, GATEWAY_NAME
+from stoa_testing.fake_provider import Behaviour, Script
 from tests.e2e.debate.cluster import Connections
 from tests.e2e.debate.fake_debate import DebateModel
 from tests.e2e.operator.harness import OperatorProcess
@@ -230,22 +230,19 @@ class Stack:
         for doc in agents:
             name = doc["metadata"]["name"]
             spec = AgentSpec.model_validate(doc["spec"])
-            envs[name] = agent_env(
-                name,
-                spec,
-                model_base_url=f"{self.gateway_url}/v1",
-                model_name=agent_model_name(spec, POLICY),
+            wiring = Wiring(
                 rabbitmq_url=self.conn.rabbitmq_url,
                 postgres_dsn=self.conn.postgres_dsn,
-                pod_name="",
-                metrics_port=0,
+                gateway_url=f"{self.gateway_url}/v1",
                 namespace=self.ns,
-                extra={
-                    "STOA_HEARTBEAT_SECONDS": "2",
-                    "STOA_MODEL_BACKOFF_SECONDS": "0.05",
-                    "STOA_RELAY_INTERVAL_SECONDS": "2",
-                },
+                metrics_port_number=0,
             )
+            tuning = {
+                "STOA_HEARTBEAT_SECONDS": "2",
+                "STOA_MODEL_BACKOFF_SECONDS": "0.05",
+                "STOA_RELAY_INTERVAL_SECONDS": "2",
+            }
+            envs[name] = literal_env(agent_env(name, spec, wiring, tuning))
         return envs
 
     async def _supervise(self) -> None:

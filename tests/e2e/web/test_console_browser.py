@@ -107,10 +107,12 @@ async def test_console_shows_a_live_debate_its_takeover_and_an_open_circuit(
         await asyncio.sleep(1.5)
         assert await turns.count() <= suspended + 1  # at most the turn that was in flight
         await page.get_by_test_id("btn-resume").click()
-        circuit = page.locator('[data-testid="event"][data-type="circuit"]')
-        await expect(circuit.first).to_contain_text(f"Circuit open: {POLICY}/primary")
-        failover = page.locator('[data-testid="event"][data-type="failover"]')
-        await expect(failover.first).to_contain_text("primary")
+        opened = page.locator(
+            '[data-testid="event"][data-type="circuit"]', has_text=f"Circuit open: {POLICY}/primary"
+        )
+        await expect(opened.first).to_be_visible()
+        failover = page.locator('[data-testid="event"][data-type="failover"]', has_text="primary: status 503")
+        await expect(failover.first).to_be_visible()
         target = page.get_by_test_id(f"target-{POLICY}-primary").get_by_test_id("circuit")
         await expect(target).to_have_attribute("data-circuit", "open")
         await shot(page, "03-circuit-open.png")

@@ -88,7 +88,7 @@ def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> 
 @pytest.mark.parametrize("values", [[], ["bundled.enabled=true"]])
 def test_every_pod_is_hardened(values: list[str]) -> None:
     specs = _pod_specs(render(*values))
-    assert len(specs) == (4 if values else 1)  # operator (+ bundled RabbitMQ, PostgreSQL, model)
+    assert len(specs) == (5 if values else 2)  # operator, api (+ bundled RabbitMQ, PostgreSQL, model)
     for spec in specs:
         # Configured only by what the chart sets: a Service named stoa-* would otherwise inject STOA_*.
         assert spec["enableServiceLinks"] is False

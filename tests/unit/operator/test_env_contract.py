@@ -27,6 +27,7 @@ from stoa_operator.cli import run as operator_main
 from stoa_operator.settings import OperatorSettings
 from stoa_settings import UnknownSettingError, env_names, is_service_link_name, service_of_link
 from stoa_testing.kubelet import PodIdentity, Service, ServicePort, container_env
+from stoa_web.settings import ApiSettings
 
 NAMESPACE = "team-ns"
 SECRETS = {
@@ -203,6 +204,7 @@ def test_no_setting_has_a_name_a_service_link_could_produce() -> None:
         *env_names(AgentSettings),
         *env_names(GatewaySettings),
         *env_names(OperatorSettings),
+        *env_names(ApiSettings),
         "STOA_MODEL_SERVER_PORT_NUMBER",
     ]
     links = [
@@ -222,10 +224,14 @@ def test_no_setting_has_a_name_a_service_link_could_produce() -> None:
         (GatewaySettings, "STOA_GATEWAY_PORT", "enableServiceLinks: false"),
         (GatewaySettings, "STOA_PREFETCH", "docs/gateway.md"),
         (OperatorSettings, "STOA_OPERATOR_METRICS_PORT", "did you mean STOA_OPERATOR_METRICS_PORT_NUMBER"),
+        (ApiSettings, "STOA_API_PORT", "Service named 'stoa-api'"),
+        (ApiSettings, "STOA_API_POLL_SECOND", "did you mean STOA_API_POLL_SECONDS"),
     ],
 )
 def test_unknown_stoa_variables_stop_the_start_with_their_name(
-    settings_cls: type[AgentSettings | GatewaySettings | OperatorSettings], variable: str, hint: str
+    settings_cls: type[AgentSettings | GatewaySettings | OperatorSettings | ApiSettings],
+    variable: str,
+    hint: str,
 ) -> None:
     environ = {variable: "tcp://10.96.0.22:8080"}
     if settings_cls is AgentSettings:
