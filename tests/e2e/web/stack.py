@@ -96,7 +96,13 @@ def model_policy(primary: str, backup: str) -> dict[str, Any]:
                 {"name": "backup", "baseURL": backup, "model": "smollm2-135m", "timeoutSeconds": 10},
             ],
             "retry": {"attempts": 2, "baseBackoffSeconds": 0.05},
-            "circuitBreaker": {"minRequests": 2, "errorRateThreshold": 0.5, "openSeconds": 5},
+            # A short window: successes of earlier tests do not dilute the failures a test makes now.
+            "circuitBreaker": {
+                "minRequests": 2,
+                "errorRateThreshold": 0.5,
+                "windowSeconds": 5,
+                "openSeconds": 5,
+            },
         },
     }
 
