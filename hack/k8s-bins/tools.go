@@ -1,9 +1,12 @@
 //go:build tools
 
-// Package tools pins the Kubernetes control-plane commands that the e2e tests build.
+// Package tools pins the Kubernetes commands the test bed builds: the control plane and the node.
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
