@@ -6,10 +6,11 @@ import argparse
 import json
 from pathlib import Path
 
-from stoa_devenv import imagecli, state
+from stoa_devenv import imagecli, state, testbed
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
+from stoa_devenv.testbed import TestBed
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,9 +19,17 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     services = dev_sub.add_parser("services", help="PostgreSQL + RabbitMQ on free loopback ports")
     services.add_argument("action", choices=["up", "down", "status"])
     services.add_argument("--json", action="store_true", help="print machine-readable output")
-    cluster = dev_sub.add_parser("cluster", help="etcd + kube-apiserver + kube-controller-manager")
+    cluster = dev_sub.add_parser(
+        "cluster",
+        help="a single-node Kubernetes cluster: control plane, kubelet + containerd, kube-proxy, CoreDNS",
+    )
     cluster.add_argument("action", choices=["up", "down", "status"])
     cluster.add_argument("--json", action="store_true", help="print machine-readable output")
+    cluster.add_argument(
+        "--no-node",
+        action="store_true",
+        help="the control plane alone on 127.0.0.1 (no root needed; no pods run)",
+    )
     dev.set_defaults(func=run)
     imagecli.add_parser(dev_sub)  # sets its own func
 
@@ -28,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     if args.dev_command == "services":
         return _services(args.action, args.json)
-    return _cluster(args.action, args.json)
+    return _cluster(args.action, args.json, node=not args.no_node)
 
 
 def _emit(data: dict[str, str], as_json: bool) -> None:
@@ -72,16 +81,20 @@ def _services(action: str, as_json: bool) -> int:
     return 0
 
 
-def _cluster(action: str, as_json: bool) -> int:
+def _cluster(action: str, as_json: bool, node: bool) -> int:
     current = state.load("cluster")
     if action == "status" or (action == "up" and current is not None):
         if current is None:
-            print("No local control plane is running (stoa dev cluster up)")
+            print("No local cluster is running (stoa dev cluster up)")
             return 1
         _emit({"kubeconfig": current["kubeconfig"], "server": current["server"]}, as_json)
         return 0
     if action == "up":
-        plane = ControlPlane().start()
+        if node:
+            bed = TestBed().start(detached=True)
+            plane = bed.plane
+        else:
+            plane = ControlPlane().start()
         state.save(
             "cluster",
             {
@@ -89,14 +102,17 @@ def _cluster(action: str, as_json: bool) -> int:
                 "server": plane.server,
                 "base": str(plane.base),
                 "pids": plane.pids,
+                "node": node,
             },
         )
         _emit({"kubeconfig": str(plane.kubeconfig), "server": plane.server}, as_json)
         if not as_json:
             print(f"Use it with: export KUBECONFIG={plane.kubeconfig}")
         return 0
-    if current is not None:
+    if current is not None and not current.get("node"):
         ControlPlane(base=Path(current["base"]), pids=dict(current["pids"])).destroy()
-        state.forget("cluster")
-    print("Local control plane stopped")
+    elif (bed_state := testbed.recorded()) is not None:
+        testbed.bed_down(bed_state)
+    state.forget("cluster")
+    print("Local cluster stopped")
     return 0

@@ -37,16 +37,21 @@ def _progress(message: str) -> None:
 class TestBed:
     plane: ControlPlane = field(default_factory=lambda: ControlPlane(for_node=True))
     node: Node | None = None
+    detached: bool = False  # started by `stoa dev cluster up`: outlives this process
     _lock: IO[str] | None = None
 
     @property
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
-    def start(self, images: list[Path] | None = None, wait_lock: float = 0) -> TestBed:
+    def start(
+        self, images: list[Path] | None = None, wait_lock: float = 0, detached: bool = False
+    ) -> TestBed:
         """Take the machine's node lock (waiting up to ``wait_lock`` s), clear what a crashed run left,
-        then start network, control plane and node, printing each step's duration."""
+        then start network, control plane and node, printing each step's duration. ``detached``: the
+        test bed outlives this process (``stoa dev cluster down`` stops it)."""
         require_node_tools()
+        self.detached = detached
         self._lock = _take_lock(wait_lock)
         try:
             clear_stale()
@@ -70,7 +75,12 @@ class TestBed:
             json.dumps(
                 {
                     "owner": os.getpid(),
-                    "plane": {"base": str(self.plane.base), "pids": self.plane.pids, "server": self.plane.server},
+                    "detached": self.detached,
+                    "plane": {
+                        "base": str(self.plane.base),
+                        "pids": self.plane.pids,
+                        "server": self.plane.server,
+                    },
                     "node": self.node.state() if self.node else None,
                     "kubeconfig": str(self.plane.kubeconfig),
                 },
@@ -120,9 +130,12 @@ def clear_stale() -> None:
     data = recorded()
     if data is not None:
         owner = int(data.get("owner", 0))
-        plane_pids = dict(data["plane"]["pids"])
-        if owner != os.getpid() and pid_alive(owner) and any(pid_alive(p) for p in plane_pids.values()):
-            raise ComponentFailedError(f"a test bed is running (owner pid {owner}): stoa dev cluster down")
+        pids = [*data["plane"]["pids"].values(), *((data.get("node") or {}).get("pids") or {}).values()]
+        running = any(pid_alive(int(pid)) for pid in pids)
+        if running and (data.get("detached") or (owner != os.getpid() and pid_alive(owner))):
+            raise ComponentFailedError(
+                f"a test bed is running on this machine (see {STATE}); stop it with: stoa dev cluster down"
+            )
         bed_down(data)
         return
     kill_cgroup_tree("kubepods")
