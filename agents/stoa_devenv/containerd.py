@@ -102,7 +102,6 @@ def cni_conflist(data_dir: Path) -> dict[str, object]:
                     "type": "host-local",
                     "dataDir": str(data_dir),
                     "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": True}},

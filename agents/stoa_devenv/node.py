@@ -227,16 +227,15 @@ class Node:
     def kubelet_root(self) -> Path:
         return self.base / "kubelet"
 
-    def start(self, images: list[Path] | None = None) -> Node:
-        """Start containerd (importing ``images``: OCI/docker archives), kubelet, kube-scheduler,
-        kube-proxy and CoreDNS; return once the node is Ready and cluster DNS answers."""
+    def start(self) -> Node:
+        """Start containerd, kubelet, kube-scheduler, kube-proxy and CoreDNS; return once the node is Ready
+        and cluster DNS answers. Images are loaded into ``containerd.socket`` afterwards (``import_image``
+        or ``stoa_devenv.images``); pods whose image is missing fail with ErrImagePull, never a pull."""
         require_node_tools()
         bindir = node_bindir()
         coredns = coredns_binary()
         self.base.mkdir(parents=True, exist_ok=True)
         self._start_containerd()
-        for image in images or []:
-            import_image(self.containerd.socket, image)
         self._start_scheduler(bindir)
         self._start_kubelet(bindir)
         self._start_kube_proxy(bindir)

@@ -44,6 +44,13 @@ class TestBed:
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
+    @property
+    def containerd_socket(self) -> Path:
+        """Where images are imported (``ctr --address ... -n k8s.io images import``)."""
+        if self.node is None:
+            raise ComponentFailedError("the test bed's node is not started")
+        return self.node.containerd.socket
+
     def start(
         self, images: list[Path] | None = None, wait_lock: float = 0, detached: bool = False
     ) -> TestBed:
@@ -62,7 +69,7 @@ class TestBed:
             _progress(f"control plane ready at {self.plane.server} ({time.monotonic() - started:.1f}s)")
             self.node = Node(self.plane)
             self._record()
-            self.node.start(images)
+            self.node.start()
             self._record()
             _progress(f"node Ready with kube-proxy and CoreDNS ({time.monotonic() - started:.1f}s)")
         except BaseException:
@@ -163,8 +170,8 @@ def bed_down(data: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def running(images: list[Path] | None = None, wait_lock: float = 0) -> Iterator[TestBed]:
-    bed = TestBed().start(images, wait_lock=wait_lock)
+def running(wait_lock: float = 0) -> Iterator[TestBed]:
+    bed = TestBed().start(wait_lock=wait_lock)
     try:
         yield bed
     finally:

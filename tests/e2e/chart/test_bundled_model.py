@@ -23,7 +23,7 @@ from stoa_devenv.cluster import ControlPlane
 from tests.e2e.chart.test_chart_install import CHART, helm, kubectl
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.fixtures import NodeAgentFactory
-from tests.e2e.nodeagent.kube import Kube
+from tests.e2e.kube import Kube
 
 MODEL_SELECTOR = "app.kubernetes.io/component=model"
 

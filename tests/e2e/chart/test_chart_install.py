@@ -14,7 +14,7 @@ import pytest
 
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import helm_binary, kubectl_binary
-from tests.e2e.nodeagent.kube import Kube
+from tests.e2e.kube import Kube
 
 CHART = Path(__file__).resolve().parents[3] / "charts" / "stoa"
 CRD_NAMES = {"agents.stoa.dev", "modelpolicies.stoa.dev", "conversations.stoa.dev"}

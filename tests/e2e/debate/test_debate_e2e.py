@@ -38,7 +38,7 @@ from tests.e2e.debate.fake_debate import DebateModel, Hold
 from tests.e2e.debate.timeline import GROUP, Timeline, pod_ready, pod_restarts
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.fixtures import NodeAgentFactory
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 
 CHART = REPO / "charts" / "stoa"
 EXAMPLES = REPO / "examples" / "debate"

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 
 GROUP = "/apis/stoa.dev/v1alpha1"
 

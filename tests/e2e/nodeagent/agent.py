@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tests.e2e.nodeagent import node, spec
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 from tests.e2e.nodeagent.processes import Restarts, signal_pod, step_container, stop_pod_processes
 from tests.e2e.nodeagent.proxy import ServiceProxies
 from tests.e2e.nodeagent.runs import Container, PodRun, Prober

@@ -6,7 +6,7 @@ import contextlib
 import os
 
 from tests.e2e.nodeagent import spec
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 from tests.e2e.nodeagent.runs import now_micro, now_rfc3339
 
 LEASE_NAMESPACE = "kube-node-lease"

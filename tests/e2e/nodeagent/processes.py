@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from tests.e2e.nodeagent import spec
-from tests.e2e.nodeagent.kube import JSON
+from tests.e2e.kube import JSON
 from tests.e2e.nodeagent.probes import probe_all, reset_probers
 from tests.e2e.nodeagent.runs import Container, PodRun, now_rfc3339
 

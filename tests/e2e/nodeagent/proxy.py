@@ -13,7 +13,7 @@ import socket
 import threading
 from collections.abc import Iterable
 
-from tests.e2e.nodeagent.kube import JSON
+from tests.e2e.kube import JSON
 from tests.e2e.nodeagent.services import Backend, ServiceKey, backend_ports
 
 CONNECT_TIMEOUT = 2.0

@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.nodeagent.kube import JSON
+from tests.e2e.kube import JSON
 
 
 def now_rfc3339() -> str:

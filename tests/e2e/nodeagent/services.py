@@ -18,7 +18,7 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
-from tests.e2e.nodeagent.kube import JSON
+from tests.e2e.kube import JSON
 
 _LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
 _ADDRESS = re.compile(rf"(?<![\w.-])(?P<host>{_LABEL}(?:\.{_LABEL})*):(?P<port>\d{{1,5}})(?![\w.@])")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.e2e.nodeagent import spec
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 from tests.e2e.nodeagent.runs import Container, PodRun, now_rfc3339
 
 

@@ -23,7 +23,7 @@ from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.tools import kubectl_binary
 from tests.e2e.manifests import deployment
 from tests.e2e.nodeagent.agent import NodeAgent
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 
 T = TypeVar("T")
 

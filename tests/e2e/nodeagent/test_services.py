@@ -22,7 +22,7 @@ from tests.e2e.manifests import deployment
 from tests.e2e.nodeagent import spec
 from tests.e2e.nodeagent.agent import NodeAgent
 from tests.e2e.nodeagent.fixtures import NodeAgentFactory
-from tests.e2e.nodeagent.kube import JSON, Kube
+from tests.e2e.kube import JSON, Kube
 from tests.e2e.nodeagent.services import (
     Backend,
     ServiceKey,

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from tests.e2e.nodeagent import spec
-from tests.e2e.nodeagent.kube import JSON, Kube, KubeError
+from tests.e2e.kube import JSON, Kube, KubeError
 from tests.e2e.nodeagent.runs import PodRun
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"

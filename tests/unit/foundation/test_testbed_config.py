@@ -36,7 +36,18 @@ def test_guards_reject_leaving_and_unrouted_service_traffic() -> None:
 def test_sweep_removes_only_our_jumps_and_chains() -> None:
     assert netbed.jumps_to_delete(LISTING) == [
         ["-D", "FORWARD", "-j", "STOA-FORWARD"],
-        ["-D", "FORWARD", "-m", "comment", "--comment", '"kubernetes', 'forwarding', 'rules"', "-j", "KUBE-FORWARD"],
+        [
+            "-D",
+            "FORWARD",
+            "-m",
+            "comment",
+            "--comment",
+            '"kubernetes',
+            "forwarding",
+            'rules"',
+            "-j",
+            "KUBE-FORWARD",
+        ],
     ]
     assert netbed.chains_to_delete(LISTING) == ["KUBE-FORWARD", "STOA-FORWARD"]
 

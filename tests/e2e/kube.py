@@ -1,4 +1,4 @@
-"""A minimal JSON client for the Kubernetes API (stdlib only): what the node agent needs and nothing more.
+"""A minimal JSON client for the Kubernetes API (stdlib only), for the e2e tests.
 
 Token auth and the cluster CA from a kubeconfig; one keep-alive connection per thread.
 """
