@@ -99,7 +99,7 @@ def _run_pod(bed: Bed, namespace: str, name: str, script: str, **spec: Any) -> s
 
 
 @pytest.fixture
-def web(bed: Bed, bed_namespace: Callable[[str], str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def web(bed: Bed, bed_namespace: Callable[[str], str]) -> tuple[str, dict[str, Any]]:
     namespace = bed_namespace("node")
     docs = [_web(bed, "web"), _service("web")]
     bed.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(docs))
@@ -108,7 +108,7 @@ def web(bed: Bed, bed_namespace: Callable[[str], str]) -> Iterator[tuple[str, di
         pods = bed.pods(namespace, "app=web")
         return pods[0] if pods and pod_ready(pods[0]) else None
 
-    yield namespace, wait_for(ready_pod, 120, "the web pod Running and Ready")
+    return namespace, wait_for(ready_pod, 120, "the web pod Running and Ready")
 
 
 def test_pod_runs_non_root_on_a_read_only_root_and_is_served_by_its_service(

@@ -1,4 +1,4 @@
-"""The test bed's pure parts: guard rules, iptables sweeps, containerd/CNI/kubelet/kube-proxy/CoreDNS config."""
+"""The test bed's pure parts: guard rules, iptables sweeps, containerd/CNI/kubelet/kube-proxy/CoreDNS."""
 
 from __future__ import annotations
 
