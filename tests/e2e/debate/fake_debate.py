@@ -174,9 +174,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class DebateModel:
     """The fake in a background thread: ``start()`` -> ``base_url``; ``stop()`` at teardown."""
 
-    def __init__(self, agents: Mapping[str, tuple[str, str]], hold: Hold | None = None) -> None:
+    def __init__(
+        self, agents: Mapping[str, tuple[str, str]], hold: Hold | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        """``host``: where it listens (the test bed's node address for pods on the real node)."""
         self.state = DebateState(agents)
         self.hold = hold
+        self.host = host
         self.base_url = ""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="debate-model", daemon=True)
@@ -203,10 +207,10 @@ class DebateModel:
         app.middlewares.append(self._hold)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.host, 0)
         await site.start()
         port = self._runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/v1"
+        return f"http://{self.host}:{port}/v1"
 
     def start(self) -> DebateModel:
         self._thread.start()

@@ -64,8 +64,8 @@ class Bed:
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 120, check: bool = True) -> str:
         return self.run(kubectl_binary(), *args, stdin=stdin, timeout=timeout, check=check)
 
-    def helm(self, *args: str, timeout: float = 400) -> str:
-        return self.run(helm_binary(), *args, timeout=timeout)
+    def helm(self, *args: str, timeout: float = 400, check: bool = True) -> str:
+        return self.run(helm_binary(), *args, timeout=timeout, check=check)
 
     def get(self, *args: str) -> JSON:
         data: JSON = json.loads(self.kubectl("get", *args, "-o", "json"))
@@ -87,6 +87,9 @@ class Bed:
         """kill -9 of the container's processes through the node's containerd (what an OOM kill or a
         crash looks like to the kubelet)."""
         ctr(self.bed.containerd_socket, "tasks", "kill", "--all", "-s", signal, container_id)
+
+    def tag_image(self, ref: str, new_ref: str) -> None:
+        ctr(self.bed.containerd_socket, "images", "tag", "--force", ref, new_ref)
 
     def dump(self, namespaces: list[str]) -> None:
         """What is needed to debug a failure: pods, events, Stoa resources and each container's log."""
