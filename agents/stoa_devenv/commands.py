@@ -103,6 +103,7 @@ def _cluster(action: str, as_json: bool, node: bool) -> int:
                 "base": str(plane.base),
                 "pids": plane.pids,
                 "node": node,
+                "containerd_address": str(bed.containerd_socket) if node else "",
             },
         )
         _emit({"kubeconfig": str(plane.kubeconfig), "server": plane.server}, as_json)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -105,11 +106,8 @@ class Install:
 
     def wait_ready(self, names: list[str], replicas: int = 2, timeout: float = 240) -> None:
         for name in names:
-            wait_for(
-                lambda n=name: self._exists_and_ready(n, replicas),
-                timeout,
-                f"{replicas} ready replicas of {name}",
-            )  # type: ignore[misc]
+            ready = functools.partial(self._exists_and_ready, name, replicas)
+            wait_for(ready, timeout, f"{replicas} ready replicas of {name}")
 
     def _exists_and_ready(self, name: str, replicas: int) -> bool:
         found = self.bed.kubectl("get", "deployment", name, "-n", self.ns, "--ignore-not-found", "-o", "name")

@@ -19,6 +19,7 @@ rolls the operator while a conversation runs, without losing it.
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Iterator
@@ -101,7 +102,8 @@ def _audit(stoa: Install, name: str, status: JSON) -> list[JSON]:
 def test_chart_pods_run_on_the_real_node(bed: Bed, stoa: Install, model: DebateModel) -> None:
     _agents_ready(stoa, model)
     for namespace in (stoa.release_ns, stoa.ns):
-        pods = wait_for(lambda ns=namespace: stoa.all_pods_ready(ns), 120, f"every pod of {namespace} Ready")  # type: ignore[misc]
+        all_ready = functools.partial(stoa.all_pods_ready, namespace)
+        pods = wait_for(all_ready, 120, f"every pod of {namespace} Ready")
         for pod in pods:
             name, spec = pod["metadata"]["name"], pod["spec"]
             assert spec["nodeName"] == "stoa-node"
