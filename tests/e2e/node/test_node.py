@@ -24,11 +24,13 @@ SECURE_CONTAINER = {
     "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
 }
-# A documentation-range address routed to a dummy interface of the test bed: a packet the guard failed
-# to reject would be swallowed by the dummy device, never sent out.
+# A documentation-range address routed into a dead end of the test bed's own: a veth pair whose peer sits
+# alone in a network namespace of its own. A packet the guard failed to reject would die there, never
+# leave the machine.
 PROBE_NET = "203.0.113.0/24"
 PROBE_ADDRESS = "203.0.113.7"
 PROBE_IFACE = "stoa-probe0"
+PROBE_NETNS = "stoa-probe"
 
 
 def _web(bed: Bed, name: str) -> dict[str, Any]:
@@ -179,13 +181,31 @@ print("in-cluster", svc.spec.cluster_ip)
 
 @pytest.fixture
 def probe_interface() -> Iterator[None]:
-    subprocess.run(["ip", "link", "add", PROBE_IFACE, "type", "dummy"], check=True)
+    subprocess.run(["ip", "netns", "add", PROBE_NETNS], check=True)
     try:
+        subprocess.run(
+            [
+                "ip",
+                "link",
+                "add",
+                PROBE_IFACE,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "stoa-probe1",
+                "netns",
+                PROBE_NETNS,
+            ],
+            check=True,
+        )
+        subprocess.run(["ip", "-n", PROBE_NETNS, "link", "set", "stoa-probe1", "up"], check=True)
         subprocess.run(["ip", "link", "set", PROBE_IFACE, "up"], check=True)
         subprocess.run(["ip", "route", "add", PROBE_NET, "dev", PROBE_IFACE], check=True)
         yield
     finally:
         subprocess.run(["ip", "link", "delete", PROBE_IFACE], check=False)
+        subprocess.run(["ip", "netns", "delete", PROBE_NETNS], check=False)
 
 
 @pytest.mark.usefixtures("probe_interface")
