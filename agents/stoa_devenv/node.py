@@ -84,6 +84,9 @@ def kubelet_config(base: Path, socket: Path, healthz_port: int, ca: Path) -> dic
         "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
         "shutdownGracePeriod": "0s",
+        # ConfigMap and Secret volumes refresh within ~10 s instead of the default minute (the gateway
+        # hot-reloads its ModelPolicy file; tests wait for it).
+        "syncFrequency": "10s",
         "maxPods": 110,
     }
 

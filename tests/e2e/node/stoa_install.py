@@ -13,7 +13,7 @@ import base64
 import functools
 import uuid
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -44,6 +44,7 @@ class Install:
     release: str
     release_ns: str
     ns: str  # where the Agents and Conversations live
+    bundled_overrides: JSON = field(default_factory=dict)
 
     def values(self, **overrides: Any) -> JSON:
         values: JSON = {
@@ -51,6 +52,7 @@ class Install:
                 "enabled": True,
                 "agentNamespaces": [self.ns],
                 "model": {"enabled": False},
+                **self.bundled_overrides,
             },
             "operator": {
                 "watchNamespaces": [self.ns],
@@ -118,6 +120,9 @@ class Install:
         return pods if pods and all(pod_ready(p) for p in pods) else None
 
 
+_NOTED: set[str] = set()
+
+
 def examples(model_url: str, conversation: str) -> list[JSON]:
     """examples/debate/ as applied here: every ModelPolicy target points at ``model_url``, the
     Conversation is named ``conversation``; Agent ``spec.env`` entries named ``STOA_*`` (which the CRD
@@ -154,17 +159,17 @@ def user_services() -> list[JSON]:
     ]
 
 
-def install(bed: Bed, tmp: Path, **overrides: Any) -> Iterator[Install]:
+def install(bed: Bed, tmp: Path, bundled_overrides: JSON | None = None) -> Iterator[Install]:
     """Two fresh namespaces, ``helm install`` (bundled mode) and the user's own ``stoa-*`` Services;
     uninstalled and deleted afterwards."""
     suffix = uuid.uuid4().hex[:6]
-    inst = Install(bed, f"stoa-{suffix}", f"stoa-sys-{suffix}", f"debate-{suffix}")
+    inst = Install(bed, f"stoa-{suffix}", f"stoa-sys-{suffix}", f"debate-{suffix}", bundled_overrides or {})
     for namespace in (inst.release_ns, inst.ns):
         bed.kubectl("create", "namespace", namespace)
     failed = True
     try:
         bed.kubectl("apply", "-n", inst.ns, "-f", "-", stdin=yaml.safe_dump_all(user_services()))
-        inst.helm_install(tmp, **overrides)
+        inst.helm_install(tmp)
         failed = False
         yield inst
     except BaseException:
