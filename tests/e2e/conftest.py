@@ -1,4 +1,8 @@
-"""The real Kubernetes control plane for e2e tests (etcd + kube-apiserver + kube-controller-manager)."""
+"""The real Kubernetes control plane for e2e tests (etcd + kube-apiserver + kube-controller-manager).
+
+Tests of the API alone (operator reconcile, validation, chart manifests) use ``control_plane``: no node,
+so nothing they create ever runs. Tests that run pods use the real node of ``tests/e2e/node``.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,6 @@ from collections.abc import Iterator
 import pytest
 
 from stoa_devenv.cluster import ControlPlane
-from tests.e2e.nodeagent.fixtures import node_agent_factory
-
-__all__ = ["control_plane", "node_agent_factory"]
 
 
 @pytest.fixture(scope="session")
