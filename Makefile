@@ -16,7 +16,7 @@ LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX
 
 .PHONY: help
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ $(MODEL_STAMP): $(STAMP)
 model: $(MODEL_STAMP) ## Install the embedded offline model used by `make demo`
 
 .PHONY: k8s-bins
-k8s-bins: venv ## Build (first time, ~4-20 min) or locate kube-apiserver, kube-controller-manager, etcd, kubectl, helm
+k8s-bins: venv ## Build (first time) or locate the test bed's binaries: control plane, kubelet, kube-proxy, scheduler, CoreDNS, etcd, kubectl, helm
 	$(BIN)/python -m stoa_devenv.tools
 
 .PHONY: console
@@ -61,7 +61,7 @@ format: venv ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: lint model k8s-bins ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, kube-apiserver)
+test: lint model k8s-bins images-local ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, Kubernetes node)
 	$(BIN)/pytest -ra --durations=15 tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -73,7 +73,7 @@ test-integration: venv ## Integration tests (real PostgreSQL and RabbitMQ)
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e
-e2e: venv model k8s-bins ## End-to-end tests on a real kube-apiserver + controller-manager
+e2e: venv model k8s-bins images-local ## End-to-end tests on a real single-node cluster (as root: kubelet + containerd)
 	$(BIN)/pytest -ra tests/e2e $(PYTEST_ARGS)
 
 .PHONY: demo
