@@ -103,11 +103,11 @@ services-down: venv ## Stop the local PostgreSQL + RabbitMQ
 	$(BIN)/stoa dev services down
 
 .PHONY: cluster-up
-cluster-up: k8s-bins ## Start a local kube-apiserver + controller-manager (builds them the first time) and print the kubeconfig
+cluster-up: k8s-bins ## Start a real single-node cluster here (root: kubelet + containerd, kube-proxy, CoreDNS) and print the kubeconfig
 	$(BIN)/stoa dev cluster up
 
 .PHONY: cluster-down
-cluster-down: venv ## Stop the local control plane
+cluster-down: venv ## Stop the local cluster and remove everything it made (processes, mounts, chains, bridge)
 	$(BIN)/stoa dev cluster down
 
 # ---- Machines without Docker or an image registry (like CI's): a private dockerd, bases from Debian -----
@@ -123,9 +123,14 @@ node-images: model ## images-local, then load them into the local node's contain
 
 # ---- Users with Docker: kind / minikube --------------------------------------------------------------
 .PHONY: image
-image: ## Build the images: Stoa (default target) and the demo model (--target model; first time ~6 min) (needs Docker)
-	docker build -t $(IMAGE) .
-	docker build --target model -t $(MODEL_IMAGE) .
+image: ## Build both images: with Docker (kind, minikube); without a Docker engine, from Debian packages, loaded into the local node
+	@if docker info >/dev/null 2>&1; then \
+	  echo "+ docker build -t $(IMAGE) . && docker build --target model -t $(MODEL_IMAGE) ."; \
+	  docker build -t $(IMAGE) . && docker build --target model -t $(MODEL_IMAGE) .; \
+	else \
+	  echo "No Docker engine: building the images without one and loading them into the local node (make node-images)"; \
+	  $(MAKE) --no-print-directory node-images; \
+	fi
 
 .PHONY: kind-up
 kind-up: ## Create a kind cluster from kind-config.yaml (needs Docker and kind)
@@ -136,12 +141,8 @@ kind-load: ## Load both images into the kind cluster
 	kind load docker-image $(IMAGE) $(MODEL_IMAGE) --name $(KIND_CLUSTER)
 
 .PHONY: deploy
-deploy: ## helm install Stoa into the current kube context (with the bundled demo RabbitMQ/PostgreSQL)
-	helm upgrade --install stoa charts/stoa --namespace stoa-system --create-namespace \
-	  --set image.repository=$(word 1,$(subst :, ,$(IMAGE))) --set image.tag=$(word 2,$(subst :, ,$(IMAGE))) \
-	  --set bundled.model.image.repository=$(word 1,$(subst :, ,$(MODEL_IMAGE))) \
-	  --set bundled.model.image.tag=$(word 2,$(subst :, ,$(MODEL_IMAGE))) \
-	  --set bundled.enabled=true --wait
+deploy: venv ## helm install Stoa (bundled RabbitMQ/PostgreSQL/model) into the local node or the current kube context, with IMAGE and MODEL_IMAGE
+	$(BIN)/stoa dev deploy --image $(IMAGE) --model-image $(MODEL_IMAGE)
 
 .PHONY: demo-kind
 demo-kind: ## Apply examples/debate/ to the current cluster and follow the transcript

@@ -21,7 +21,9 @@ from stoa_devenv import netbed
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.errors import ComponentFailedError
 from stoa_devenv.hostclean import kill_cgroup_tree, remove_cgroup_tree, unmount_under
-from stoa_devenv.node import Node, require_node_tools
+from stoa_devenv.imageload import load_into_containerd
+from stoa_devenv.images import ensure_images
+from stoa_devenv.node import SANDBOX_IMAGE, Node, require_node_tools
 from stoa_devenv.procs import pid_alive
 
 RUN_DIR = Path(os.environ.get("STOA_NODE_RUN_DIR", "/run"))
@@ -71,6 +73,9 @@ class TestBed:
             self._record()
             self.node.start()
             self._record()
+            # The sandbox image every pod needs (tiny; built once, then taken from the cache).
+            load_into_containerd(self.containerd_socket, ensure_images(["pause"]).values(),
+                                 aliases={"pause": [SANDBOX_IMAGE]})  # fmt: skip
             _progress(f"node Ready with kube-proxy and CoreDNS ({time.monotonic() - started:.1f}s)")
         except BaseException:
             self.stop()
