@@ -145,10 +145,8 @@ deploy: venv ## helm install Stoa (bundled RabbitMQ/PostgreSQL/model) into the l
 	$(BIN)/stoa dev deploy --image $(IMAGE) --model-image $(MODEL_IMAGE)
 
 .PHONY: demo-kind
-demo-kind: ## Apply examples/debate/ to the current cluster and follow the transcript
-	kubectl apply -f examples/debate/
-	kubectl wait --for=jsonpath='{.status.phase}'=Succeeded conversation/ai-jobs-debate --timeout=15m || true
-	kubectl get stoa
+demo-kind: venv ## Apply examples/debate/ to the local node or the current cluster and follow the transcript until it ends
+	$(BIN)/stoa dev demo
 
 .PHONY: kind-down
 kind-down: ## Delete the kind cluster

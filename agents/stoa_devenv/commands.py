@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from stoa_devenv import deploy, imagecli, state, testbed
+from stoa_devenv import demofollow, deploy, imagecli, state, testbed
 from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.rabbitmq import RabbitMQServer
@@ -33,6 +33,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     dev.set_defaults(func=run)
     imagecli.add_parser(dev_sub)  # sets its own func
     deploy.add_parser(dev_sub)
+    demofollow.add_parser(dev_sub)
 
 
 def run(args: argparse.Namespace) -> int:
