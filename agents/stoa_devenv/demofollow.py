@@ -65,8 +65,8 @@ def _new_turns(
     user, database = names.get("POSTGRES_USER", "stoa"), names.get("POSTGRES_DB", "stoa")
     query = TURNS_QUERY.format(uid=uid, after=after)
     out = kubectl(
-        "exec", "-n", release_ns, pod, "--", "psql", "-At", "-F", "\t", "-U", user, "-d", database, "-c", query,
-        check=False,
+        "exec", "-n", release_ns, pod, "--",
+        "psql", "-At", "-F", "\t", "-U", user, "-d", database, "-c", query, check=False,
     )  # fmt: skip
     turns = []
     for line in out.splitlines():
