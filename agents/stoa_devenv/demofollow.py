@@ -109,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
             )
             last_phase = phase
         if phase == "Succeeded":
-            ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), {})
+            ready: dict[str, Any] = next(
+                (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+            )
             print(f"Succeeded after {status.get('turns')} turns: {ready.get('message', '')}")
             return 0
         if phase == "Failed":

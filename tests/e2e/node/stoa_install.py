@@ -2,7 +2,7 @@
 RabbitMQ and PostgreSQL as real pods (images built from Debian packages, ``stoa_devenv.images``), and a
 debate namespace whose Agents run from the Stoa image.
 
-The model is a scripted fake on the node's address (``tests.e2e.node.fake_debate``), except in the one
+The model is a scripted fake on the node's address (``tests.e2e.fake_debate``), except in the one
 test that installs the bundled model image.
 """
 

@@ -29,8 +29,8 @@ from typing import Any, Literal
 import pytest
 
 from stoa_devenv.netbed import NODE_IP
+from tests.e2e.fake_debate import DebateModel, Hold
 from tests.e2e.node.bed import Bed, pod_ready, restarts, wait_for
-from tests.e2e.node.fake_debate import DebateModel, Hold
 from tests.e2e.node.stoa_install import USER_SERVICES, Install, examples, install
 
 VICTIM = "team-a"

@@ -17,7 +17,7 @@ from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.postgres import PostgresServer
 from stoa_devenv.procs import free_port
 from stoa_devenv.rabbitmq import RabbitMQServer
-from tests.e2e.debate.cluster import Connections, private_connections
+from tests.e2e.connections import Connections, private_connections
 from tests.e2e.operator.harness import install_crds, operator_kubeconfig
 from tests.e2e.web import harness
 from tests.e2e.web.harness import EDITOR, VIEWER, ApiServer

@@ -39,8 +39,8 @@ from stoa_devenv.cluster import ControlPlane
 from stoa_devenv.procs import free_port
 from stoa_operator.builders.common import GATEWAY_CONFIG_KEY, GATEWAY_NAME
 from stoa_testing.fake_provider import Behaviour, Script
-from tests.e2e.debate.cluster import Connections
-from tests.e2e.debate.fake_debate import DebateModel
+from tests.e2e.connections import Connections
+from tests.e2e.fake_debate import DebateModel
 from tests.e2e.operator.harness import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[3]

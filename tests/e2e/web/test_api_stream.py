@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from stoa_web.client import Event, SseParser
-from tests.e2e.debate.cluster import Connections
+from tests.e2e.connections import Connections
 from tests.e2e.web import harness
 from tests.e2e.web.conftest import Users, conversation_body
 from tests.e2e.web.harness import VIEWER, ApiServer
