@@ -6,6 +6,7 @@ from pydantic import Field
 
 from stoa_api.base import NAME_PATTERN, Spec
 from stoa_gateway.policy import Priority
+from stoa_telemetry.spec import AgentSLO, Probe
 
 
 class ModelPolicyRef(Spec):
@@ -49,3 +50,5 @@ class AgentSpec(Spec):
         default=Priority.NORMAL,
         description="priority of this agent's model calls in conversations that set none (X-Stoa-Priority)",
     )
+    slo: AgentSLO | None = None
+    probe: Probe | None = None

@@ -13,6 +13,8 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from stoa_telemetry.spec import HealthCheck, PolicySLO
+
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 TARGET_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -218,6 +220,8 @@ class ModelPolicySpec(_Spec):
     guardrails: Guardrails = Field(default_factory=Guardrails)
     budget: Budget | None = None
     priority: PriorityPolicy = Field(default_factory=PriorityPolicy)
+    slo: PolicySLO | None = None
+    health_check: HealthCheck | None = None
 
     @model_validator(mode="after")
     def _references(self) -> Self:
