@@ -21,6 +21,7 @@ from stoa_telemetry import slo
 from stoa_telemetry.spec import AgentSLO, LatencyObjective, Objective, PolicySLO
 
 RECORD_PREFIX = "stoa:slo_errors:ratio_rate"
+WINDOW = "$__window"
 OBJECTIVE = "stoa:slo_objective:ratio"
 BUDGET = "stoa:slo_error_budget:ratio"
 BUDGET_REMAINING = "stoa:slo_error_budget_remaining:ratio"
@@ -53,7 +54,7 @@ def _regex(values: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class SLI:
-    """One objective of one object: its PromQL error ratio over any window ``[W]``."""
+    """One objective of one object: its PromQL error ratio over any window."""
 
     kind: str  # agent or policy
     namespace: str
@@ -61,7 +62,7 @@ class SLI:
     sli: str  # availability, latency, timeToFirstToken
     objective: float
     window: str
-    errors_template: str  # PromQL with {w} for the range
+    errors_template: str  # PromQL with WINDOW where the range goes
 
     @property
     def id(self) -> str:
@@ -78,19 +79,19 @@ class SLI:
         }
 
     def errors(self, window: str) -> str:
-        return self.errors_template.format(w=window)
+        return self.errors_template.replace(WINDOW, window)
 
 
 def _ratio(bad: str, total: str) -> str:
     # A counter a process has never incremented has no series: `or vector(0)` makes "no failures" 0.
     # A window without any event has no ratio (not NaN): `> 0` drops the empty denominator.
-    return f"(sum(rate({bad}[{{w}}])) or vector(0)) / (sum(rate({total}[{{w}}])) > 0)"
+    return f"(sum(rate({bad}[{WINDOW}])) or vector(0)) / (sum(rate({total}[{WINDOW}])) > 0)"
 
 
 def _latency(histogram: str, sel: dict[str, str], threshold: float) -> str:
     fast = f"{histogram}_bucket" + _selector(sel, le=go_float(threshold))
     count = f"{histogram}_count" + _selector(sel)
-    return f"1 - (sum(rate({fast}[{{w}}])) / (sum(rate({count}[{{w}}])) > 0))"
+    return f"1 - (sum(rate({fast}[{WINDOW}])) / (sum(rate({count}[{WINDOW}])) > 0))"
 
 
 def _availability(bad: str, good: tuple[str, ...], failed: tuple[str, ...], sel: dict[str, str]) -> str:
@@ -137,7 +138,7 @@ def sli_groups(slis: list[SLI]) -> list[dict[str, Any]]:
     for s in slis:
         budget = slo.error_budget(s.objective)
         labels = s.labels
-        sel = _selector(labels)
+        sel = _selector({"slo": s.id})
         records: list[dict[str, Any]] = [
             {"record": f"{RECORD_PREFIX}{w}", "expr": s.errors(w), "labels": dict(labels)}
             for w in slo.RATE_WINDOWS
@@ -162,7 +163,7 @@ def sli_groups(slis: list[SLI]) -> list[dict[str, Any]]:
 
 
 def _burn_alert(s: SLI, severity: str, budget: float) -> dict[str, Any]:
-    sel = _selector(s.labels)
+    sel = _selector({"slo": s.id})
     clauses = []
     for w in slo.BURN_WINDOWS:
         if w.severity != severity:
@@ -173,6 +174,9 @@ def _burn_alert(s: SLI, severity: str, budget: float) -> dict[str, Any]:
         )
     what = {"agent": "Agent", "policy": "ModelPolicy"}[s.kind]
     name = {"page": "StoaSLOBurnRatePage", "ticket": "StoaSLOBurnRateTicket"}[severity]
+    spent = " or ".join(
+        f"{w.budget_fraction:.0%} of the budget in {w.long}" for w in slo.BURN_WINDOWS if w.severity == severity
+    )
     return {
         "alert": name,
         "expr": "\n  or\n".join(clauses),
@@ -184,9 +188,8 @@ def _burn_alert(s: SLI, severity: str, budget: float) -> dict[str, Any]:
         "annotations": {
             "summary": f"{what} {s.namespace}/{s.name}: {s.sli} SLO burning its error budget too fast",
             "description": (
-                f"The {s.sli} objective of {s.objective}% over {s.window} is burning its budget at "
-                "{{ $value | humanizePercentage }} error ratio; at this rate the budget will not last the "
-                "window. See `kubectl describe " + s.kind + f" -n {s.namespace} {s.name}` (status.slo)."
+                f"The {s.sli} objective ({s.objective}% over {s.window}) is spending {spent} (short window"
+                f" confirming). See `kubectl describe {what.lower()} -n {s.namespace} {s.name}` (status.slo)."
             ),
         },
     }

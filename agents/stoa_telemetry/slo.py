@@ -118,9 +118,9 @@ def objective_status(
         "objective": objective_percent,
         "sli": None if ratio is None else round(100 * (1 - ratio), 4),
         "errorBudgetRemaining": _round(budget_remaining(whole, objective_percent)),
-        "burnRate": {w: _round(r) for w, r in rates.items()},
         "events": whole.total,
         "badEvents": whole.bad,
+        "burnRates": [{"window": w, "rate": _round(r)} for w, r in rates.items()],
         "alerting": alerting(rates, slo_window),
     }
 

@@ -195,6 +195,7 @@ AGENT = Kind(
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
         {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Active", "type": "string", "jsonPath": ".status.activePod"},
+        {"name": "Budget", "type": "string", "jsonPath": ".status.errorBudgetRemaining"},
         {"name": "Turns", "type": "integer", "jsonPath": ".status.turnsHandled", "priority": 1},
         {"name": "Cost", "type": "number", "jsonPath": ".status.costUSD", "priority": 1},
         _reason(),
