@@ -175,7 +175,9 @@ def _burn_alert(s: SLI, severity: str, budget: float) -> dict[str, Any]:
     what = {"agent": "Agent", "policy": "ModelPolicy"}[s.kind]
     name = {"page": "StoaSLOBurnRatePage", "ticket": "StoaSLOBurnRateTicket"}[severity]
     spent = " or ".join(
-        f"{w.budget_fraction:.0%} of the budget in {w.long}" for w in slo.BURN_WINDOWS if w.severity == severity
+        f"{w.budget_fraction:.0%} of the budget in {w.long}"
+        for w in slo.BURN_WINDOWS
+        if w.severity == severity
     )
     return {
         "alert": name,

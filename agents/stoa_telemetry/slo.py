@@ -20,6 +20,10 @@ from dataclasses import dataclass
 # Outcomes of the runtime's turn records (stoa.processed_messages.outcome, stoa_agent_turns_total).
 GOOD_TURN_OUTCOMES = ("stored",)
 BAD_TURN_OUTCOMES = ("model-failed", "dead-lettered")
+# A probe no replica answered within its timeout: recorded by the operator (no agent saw it), so it is in
+# the turn records (status) but not in the agents' metrics (Prometheus: the probe metrics and alert).
+PROBE_TIMEOUT_OUTCOME = "timed-out"
+RECORDED_BAD_TURN_OUTCOMES = (*BAD_TURN_OUTCOMES, PROBE_TIMEOUT_OUTCOME)
 # Gateway request outcomes (stoa_gateway_requests_total): server-side failures vs successes. Rejections a
 # policy asks for (budget, agent limits, guardrails) and client errors count as neither.
 GOOD_REQUEST_OUTCOMES = ("ok",)

@@ -187,6 +187,34 @@ class Runtime:
 
         return self._run(self._guard(go(), "read agent status"))
 
+    # -- observability -------------------------------------------------------------------------------
+
+    def agent_turn_counts(
+        self, conn: Connection, namespace: str, agent: str, windows: dict[str, int], latency_ms: int | None
+    ) -> dict[str, Any]:
+        """Turn records of Agent ``namespace/agent`` per window (``turn_records.WindowCounts``)."""
+
+        async def go() -> dict[str, Any]:
+            from stoa_agents.identity import agent_key
+            from stoa_agents.store.turn_records import turn_counts
+
+            pool = await self._pool(conn.postgres_dsn)
+            return dict(await turn_counts(pool, agent_key(namespace, agent), windows, latency_ms))
+
+        return self._run(self._guard(go(), "read turn records"))
+
+    def run_probe(self, conn: Connection, namespace: str, agent: str, probe: Any, now: Any) -> Any:
+        """One probe scheduling step for the Agent (``stoa_agents.probes.run_probe``): its report."""
+
+        async def go() -> Any:
+            from stoa_agents.probes import run_probe
+
+            pool = await self._pool(conn.postgres_dsn)
+            bus = await self._bus(conn.rabbitmq_url)
+            return await run_probe(pool, bus, namespace, agent, probe=probe, now=now)
+
+        return self._run(self._guard(go(), "run probe"))
+
     def close(self) -> None:
         async def go() -> None:
             for bus in self._buses.values():

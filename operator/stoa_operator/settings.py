@@ -44,6 +44,12 @@ class OperatorSettings(StoaSettings):
     field_manager: str = "stoa-operator"
     gateway_status_timeout_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "INFO"
+    # Labels put on the PrometheusRules the operator creates (a Prometheus' ruleSelector), "k=v,k2=v2".
+    prometheus_rule_labels: str = ""
+
+    def prometheus_rule_labels_map(self) -> dict[str, str]:
+        pairs = [p.strip() for p in self.prometheus_rule_labels.split(",") if p.strip()]
+        return dict(p.split("=", 1) for p in pairs if "=" in p)
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]

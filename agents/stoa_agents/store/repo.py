@@ -33,6 +33,7 @@ class ConversationRow:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    synthetic: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class NewTurn:
     pod: str
     message_id: str
     traceparent: str | None
+    turn_ms: int | None = None  # delivery of the turn message to this commit (the latency SLI)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ def _conversation(row: asyncpg.Record) -> ConversationRow:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        synthetic=bool(row.get("synthetic", False)),
     )
 
 
@@ -165,17 +168,21 @@ async def insert_conversation(
     phase: Phase,
     first: NextMessage,
     traceparent: str,
+    synthetic: bool = False,
 ) -> bool:
-    """Create the conversation and its first message in one transaction; False when it already exists."""
+    """Create the conversation and its first message in one transaction; False when it already exists.
+
+    ``synthetic``: a probe, never counted in agent totals nor listed with user conversations."""
     async with db.acquire() as conn, conn.transaction():
         created = await conn.fetchval(
-            "INSERT INTO stoa.conversations (id, name, spec, phase, traceparent)"
-            " VALUES ($1, $2, $3::jsonb, $4, $5) ON CONFLICT (name) DO NOTHING RETURNING id",
+            "INSERT INTO stoa.conversations (id, name, spec, phase, traceparent, synthetic)"
+            " VALUES ($1, $2, $3::jsonb, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING id",
             uuid.UUID(conversation_id),
             name,
             json.dumps(spec),
             phase.value,
             traceparent,
+            synthetic,
         )
         if created is None:
             return False
@@ -214,7 +221,7 @@ async def commit_turn(
     conv_id = uuid.UUID(turn.conversation_id)
     async with db.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
-            "SELECT phase, next_seq FROM stoa.conversations WHERE id = $1 FOR UPDATE", conv_id
+            "SELECT phase, next_seq, synthetic FROM stoa.conversations WHERE id = $1 FOR UPDATE", conv_id
         )
         if row is None or row["next_seq"] != turn.seq:
             return "duplicate"
@@ -243,12 +250,13 @@ async def commit_turn(
         )
         unpriced = 1 if turn.cost_source is CostSource.UNPRICED else 0
         await conn.execute(
-            "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome)"
-            " VALUES ($1, $2, $3, $4, 'stored')",
+            "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome, turn_ms)"
+            " VALUES ($1, $2, $3, $4, 'stored', $5)",
             turn.message_id,
             conv_id,
             turn.agent,
             turn.pod,
+            turn.turn_ms,
         )
         new_phase = end[0] if end else (Phase.SUSPENDED if phase is Phase.SUSPENDED else Phase.RUNNING)
         await conn.execute(
@@ -281,6 +289,17 @@ async def commit_turn(
             turn.cost_usd,
             unpriced,
         )
+        if not row["synthetic"]:  # probes never count in the agent's totals
+            await conn.execute(
+                "INSERT INTO stoa.agent_totals AS t (agent, turns, tokens_in, tokens_out, cost_usd)"
+                " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
+                " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
+                " updated_at = now()",
+                turn.agent,
+                turn.tokens_in,
+                turn.tokens_out,
+                turn.cost_usd,
+            )
         if next_message is not None:
             await conn.execute(
                 "INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body)"

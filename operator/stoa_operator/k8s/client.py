@@ -123,6 +123,23 @@ class Kube:
         )
         return list(result.get("items") or [])
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete one object; False when it was already gone."""
+        _declared(allowed(api_version, kind, "delete"), f"{kind} delete not declared in RESOURCES")
+        try:
+            self._call("DELETE", self._path(api_version, kind, namespace, name), f"delete {kind}/{name}")
+        except NotFoundError:
+            return False
+        return True
+
+    def api_available(self, api_version: str, plural: str) -> bool:
+        """Whether the API server serves ``plural`` in ``api_version`` (discovery, no RBAC needed)."""
+        try:
+            found = self._call("GET", f"/apis/{api_version}", f"discover {api_version}")
+        except NotFoundError:
+            return False
+        return any(r.get("name") == plural for r in found.get("resources") or [])
+
     def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

@@ -45,6 +45,15 @@ RESOURCES: tuple[Resource, ...] = (
     Resource(
         "", "v1", "ServiceAccount", "serviceaccounts", ("get", "list", "watch", "create", "patch"), "children"
     ),
+    # SLO recording rules and burn-rate alerts, when the prometheus-operator CRD is installed.
+    Resource(
+        "monitoring.coreos.com",
+        "v1",
+        "PrometheusRule",
+        "prometheusrules",
+        ("get", "create", "patch", "delete"),
+        "SLO rules of Agents and ModelPolicies with spec.slo",
+    ),
     # References and observations.
     Resource("", "v1", "Secret", "secrets", ("get",), "connection and API-key Secrets exist; runtime URLs"),
     Resource("", "v1", "Pod", "pods", ("list",), "gateway replicas to read target health from"),

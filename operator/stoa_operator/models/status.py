@@ -85,7 +85,9 @@ class SLOAlerting(_Status):
 class ObjectiveStatus(_Status):
     objective: float = Field(description="percent of good events the objective asks for")
     sli: float | None = Field(default=None, description="percent of good events over the window")
-    error_budget_remaining: float = Field(description="fraction of the error budget left (negative: overspent)")
+    error_budget_remaining: float = Field(
+        description="fraction of the error budget left (negative: overspent)"
+    )
     events: int = 0
     bad_events: int = 0
     burn_rates: list[BurnRate] = Field(default_factory=list)
@@ -98,7 +100,6 @@ class SLOStatus(_Status):
     window: str
     availability: ObjectiveStatus | None = None
     latency: ObjectiveStatus | None = None
-    computed_at: str | None = None
 
 
 class ProbeStatus(_Status):
@@ -128,6 +129,7 @@ class AgentStatus(_Status):
         default=None, description="the lowest budget left over the Agent's objectives, e.g. 87.5%"
     )
     probe: ProbeStatus | None = None
+    prometheus_rule: str | None = Field(default=None, description="PrometheusRule holding the SLO rules")
 
 
 class ConversationPhase(StrEnum):

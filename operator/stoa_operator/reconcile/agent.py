@@ -10,11 +10,19 @@ from stoa_api.agent import AgentSpec
 from stoa_api.status import AgentStatus
 from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
+from stoa_operator.builders.observability import (
+    PROMETHEUS_RULE_API,
+    PROMETHEUS_RULE_KIND,
+    build_prometheus_rule,
+    prometheus_rule_name,
+)
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
+from stoa_operator.reconcile import observability, readiness
 from stoa_operator.reconcile.conditions import Observation
 from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
-from stoa_operator.runtime_adapter import RuntimeUnavailableError, agent_queue
+from stoa_operator.runtime_adapter import Connection, RuntimeUnavailableError, agent_queue
+from stoa_telemetry.rules import agent_rules
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +46,75 @@ def missing_references(ctx: Context, namespace: str, spec: AgentSpec) -> list[st
 
 def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Observation]:
     """The runtime's part of the status (as the runtime wrote it), and whether it could be read."""
+def _observability(
+    ctx: Context, conn: Connection, namespace: str, name: str, spec: AgentSpec
+) -> tuple[dict[str, Any], list[Observation]]:
+    """status.slo / errorBudgetRemaining from the turn records, status.probe and ProbeFailing."""
+    fields: dict[str, Any] = {"slo": None, "errorBudgetRemaining": None, "probe": None}
+    observed: list[Observation] = []
+    if spec.slo is not None:
+        counts = ctx.runtime.agent_turn_counts(
+            conn,
+            namespace,
+            name,
+            observability.slo_windows(spec.slo),
+            observability.latency_ms(spec.slo),
+        )
+        fields["slo"], fields["errorBudgetRemaining"] = observability.slo_status(spec.slo, counts)
+    if spec.probe is not None and spec.probe.enabled:
+        report = ctx.runtime.run_probe(conn, namespace, name, spec.probe, ctx.now())
+        fields["probe"] = observability.probe_status(report)
+        observed.append(observability.probe_observation(report))
+    return fields, observed
+
+
+def _runtime_fields(
+    ctx: Context, namespace: str, name: str, spec: AgentSpec
+) -> tuple[dict[str, Any], list[Observation]]:
     conn, problem = ctx.connection(namespace)
     if conn is None:
-        return {}, readiness.runtime_synced(problem, configured=False)
+        return {}, [readiness.runtime_synced(problem, configured=False)]
     try:
         runtime = ctx.runtime.agent_status(conn, namespace, name)
     except RuntimeUnavailableError as exc:
         return {}, readiness.runtime_synced(str(exc), configured=True)
     return runtime.model_dump(exclude_unset=True), readiness.runtime_synced(None, configured=True)
+        rec = ctx.runtime.agent_status(conn, namespace, name)
+        extra, observed = _observability(ctx, conn, namespace, name, spec)
+    except RuntimeUnavailableError as exc:
+        return {}, [readiness.runtime_synced(str(exc), configured=True)]
+    fields = {
+        "activePod": rec.active_pod,
+        "previousPod": rec.previous_pod,
+        "takeovers": rec.takeovers,
+        "turnsHandled": rec.turns,
+        "tokensIn": rec.tokens_in,
+        "tokensOut": rec.tokens_out,
+        "costUSD": rec.cost_usd,
+        **extra,
+    }
+    return fields, [readiness.runtime_synced(None, configured=True), *observed]
+
+
+def _slo_rules(ctx: Context, body: dict[str, Any], spec: AgentSpec) -> str | None:
+    """The Agent's SLO rules as a PrometheusRule (owned by it) when that API exists; returns its name.
+
+    Without ``spec.slo`` a rule this Agent had (``status.prometheusRule``) is deleted."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    had = (body.get("status") or {}).get("prometheusRule")
+    if spec.slo is None:
+        if had:
+            ctx.kube.delete(PROMETHEUS_RULE_API, PROMETHEUS_RULE_KIND, namespace, had)
+        return None
+    if not ctx.api_available(PROMETHEUS_RULE_API, "prometheusrules"):
+        return None
+    owner = owner_from_body(body).reference(controller=True)
+    rules = agent_rules(namespace, name, spec.slo)
+    labels = ctx.settings.prometheus_rule_labels_map()
+    rule = build_prometheus_rule("Agent", namespace, name, rules, owner=owner, extra_labels=labels)
+    ctx.kube.apply(rule)
+    return prometheus_rule_name("Agent", name)
 
 
 def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
@@ -86,3 +155,14 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         **runtime_fields,
     )
     return finish(ctx, body, [*observations, synced], status)
+    rule = _slo_rules(ctx, body, spec)
+    runtime_fields, synced = _runtime_fields(ctx, namespace, name, spec)
+    fields = {
+        "replicas": spec.replicas,
+        "readyReplicas": ro.ready,
+        "standbyReplicas": max(ro.ready - 1, 0),
+        "queue": queue,
+        "prometheusRule": rule,
+        **runtime_fields,
+    }
+    return finish(ctx, body, [*observations, *synced], fields)

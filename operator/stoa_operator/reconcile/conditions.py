@@ -11,6 +11,9 @@ DEGRADED = "Degraded"
 RUNTIME_SYNCED = "RuntimeSynced"
 LIMITS_SHARED = "LimitsShared"
 ORDER = (READY, PROGRESSING, DEGRADED, RUNTIME_SYNCED, LIMITS_SHARED)
+PROBE_FAILING = "ProbeFailing"
+ORDER = (READY, PROGRESSING, DEGRADED, RUNTIME_SYNCED, PROBE_FAILING)
+WARN_WHEN = {RUNTIME_SYNCED: "False", PROBE_FAILING: "True"}  # a flip to this status posts a Warning
 
 
 @dataclass(frozen=True)
@@ -84,8 +87,10 @@ def transition_events(kind: str, old: list[dict[str, Any]], new: list[dict[str, 
             events.append(
                 Event("Normal", "Recovered", f"{kind} recovered: {previous.get('reason')} resolved")
             )
-        elif cond["type"] == RUNTIME_SYNCED and cond["status"] == "False" and not same_status:
+        elif WARN_WHEN.get(cond["type"]) == cond["status"] and not same_status:
             events.append(Event("Warning", cond["reason"], cond["message"]))
+        elif cond["type"] == PROBE_FAILING and previous is not None and previous.get("status") == "True":
+            events.append(Event("Normal", "ProbeRecovered", f"{kind} probe succeeds again"))
     return events
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -42,6 +43,8 @@ class KubeApi(Protocol):
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]: ...
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None: ...
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool: ...
+    def api_available(self, api_version: str, plural: str) -> bool: ...
 
 
 class RuntimeApi(Protocol):
@@ -63,6 +66,10 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 @dataclass
 class Context:
     kube: KubeApi
@@ -70,12 +77,29 @@ class Context:
     settings: OperatorSettings
     clock: Callable[[], str] = utc_now
     gateway_probe: Callable[[str, float], dict[str, Any] | None] = lambda _url, _timeout: None
+    discovery_seconds: float = 300.0
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    _apis: dict[str, tuple[float, bool]] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def namespace_lock(self, namespace: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(namespace, threading.Lock())
+
+    def now(self) -> dt.datetime:
+        """The clock as a datetime (probe scheduling)."""
+        return parse_time(self.clock())
+
+    def api_available(self, api_version: str, plural: str) -> bool:
+        """Discovery of an optional API (e.g. PrometheusRule), cached for ``discovery_seconds``."""
+        key = f"{api_version}/{plural}"
+        now = time.monotonic()
+        cached = self._apis.get(key)
+        if cached is not None and now - cached[0] < self.discovery_seconds:
+            return cached[1]
+        found = self.kube.api_available(api_version, plural)
+        self._apis[key] = (now, found)
+        return found
 
     def connection(self, namespace: str) -> tuple[Connection | None, str | None]:
         """The runtime connection for a namespace: operator settings, else its connection Secret.

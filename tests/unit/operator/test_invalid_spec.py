@@ -40,6 +40,12 @@ class RecordingKube:
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
         self.events.append((type_, reason, message))
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        raise AssertionError("an invalid spec must not delete children")
+
+    def api_available(self, api_version: str, plural: str) -> bool:
+        return False
+
 
 def test_invalid_spec_sets_degraded_and_raises_a_permanent_error() -> None:
     kube = RecordingKube()
