@@ -20,7 +20,9 @@ from stoa_agents import control
 from stoa_agents.bus.broker import Bus
 from stoa_agents.bus.topology import queue_name
 from stoa_agents.identity import agent_key
+from stoa_agents.probes import run_probe
 from stoa_agents.store.db import CONNECTION_ERRORS, open_pool
+from stoa_agents.store.turn_records import turn_counts
 from stoa_agents.turns.policy import TERMINAL_PHASES
 from stoa_api.conversation import ConversationSpec
 from stoa_api.status import AgentStatus, ConversationStatus
@@ -195,9 +197,6 @@ class Runtime:
         """Turn records of Agent ``namespace/agent`` per window (``turn_records.WindowCounts``)."""
 
         async def go() -> dict[str, Any]:
-            from stoa_agents.identity import agent_key
-            from stoa_agents.store.turn_records import turn_counts
-
             pool = await self._pool(conn.postgres_dsn)
             return dict(await turn_counts(pool, agent_key(namespace, agent), windows, latency_ms))
 
@@ -207,8 +206,6 @@ class Runtime:
         """One probe scheduling step for the Agent (``stoa_agents.probes.run_probe``): its report."""
 
         async def go() -> Any:
-            from stoa_agents.probes import run_probe
-
             pool = await self._pool(conn.postgres_dsn)
             bus = await self._bus(conn.rabbitmq_url)
             return await run_probe(pool, bus, namespace, agent, probe=probe, now=now)
