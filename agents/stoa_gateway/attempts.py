@@ -6,10 +6,10 @@ import asyncio
 import json
 import logging
 import random
-import secrets
 import time
 
 from aiohttp import web
+from opentelemetry.trace import Span
 
 from stoa_gateway.call import Call
 from stoa_gateway.completion import completion_response
@@ -21,7 +21,7 @@ from stoa_gateway.retry import Disposition, Failure, classify_failure
 from stoa_gateway.routing import AttemptRecord, Plan, next_step
 from stoa_gateway.state import ewma
 from stoa_gateway.streaming import relay_stream
-from stoa_gateway.tracing import child
+from stoa_gateway.telemetry import end_attempt, record_attempt, traceparent_of
 from stoa_gateway.upstream import Completion, StreamStart, completions_url, open_stream, post_completion
 
 log = logging.getLogger("stoa.gateway.proxy")
@@ -51,11 +51,8 @@ def flush_fallbacks(call: Call, to_target: str) -> None:
     call.passed = [p for p in call.passed if p[0] == to_target]
 
 
-def _headers(call: Call, target: Target) -> dict[str, str]:
-    headers = {
-        "Content-Type": "application/json",
-        "traceparent": child(call.trace, secrets.token_hex(8)).header(),
-    }
+def _headers(call: Call, target: Target, span: Span) -> dict[str, str]:
+    headers = {"Content-Type": "application/json", "traceparent": traceparent_of(span)}
     key = Gateway.api_key(target)
     if key:
         headers["Authorization"] = f"Bearer {key}"
@@ -108,7 +105,10 @@ async def _attempt(
     gw, runtime = call.gw, call.runtime
     assert gw.session is not None
     payload = json.dumps({**call.body, "model": target.model}, separators=(",", ":")).encode()
-    url, headers = completions_url(target.base_url), _headers(call, target)
+    retry = any(r.attempted and r.target == target.name for r in history)
+    span = call.spans.attempt(target, number=sum(r.attempted for r in history) + 1, retry=retry)
+    decision, failure = "cancelled", None
+    url, headers = completions_url(target.base_url), _headers(call, target, span)
     rt = runtime.target_runtime(target.name)
     rt.in_flight += 1
     gw.metrics.in_flight.labels(call.policy, target.name).inc()
@@ -124,7 +124,9 @@ async def _attempt(
             disposition, response = _on_failure(call, target, result)
             history.append(AttemptRecord(target.name, disposition, result.retry_after))
             failures.append(result)
+            decision, failure = str(disposition), result
             return response
+        decision = "ok"
         rt.last_success_at = time.time()
         gw.metrics.attempts.labels(call.policy, target.name, "ok").inc()
         if isinstance(result, Completion):
@@ -148,6 +150,8 @@ async def _attempt(
         if not handed_over:
             rt.in_flight -= 1
             gw.metrics.in_flight.labels(call.policy, target.name).dec()
+        record_attempt(call, target, attempt_started, failure)
+        end_attempt(span, decision, failure)
 
 
 async def run_attempts(request: web.Request, call: Call, plan: Plan) -> web.StreamResponse | Ending:
@@ -164,6 +168,7 @@ async def run_attempts(request: web.Request, call: Call, plan: Plan) -> web.Stre
         if skip is not None:
             history.append(AttemptRecord(target.name, Disposition.NEXT_TARGET, attempted=False))
             call.passed.append((target.name, skip, f"{target.name}: {skip.replace('_', ' ')}"))
+            call.spans.skipped(target.name, skip)
             continue
         if any(r.attempted and r.target == target.name for r in history):
             call.gw.metrics.retries.labels(call.policy, target.name).inc()

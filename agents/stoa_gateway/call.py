@@ -11,6 +11,7 @@ from stoa_gateway.policy import ModelPolicySpec, Priority, Target
 from stoa_gateway.reservation import Reservation
 from stoa_gateway.routing import RequestFeatures
 from stoa_gateway.state import PolicyRuntime
+from stoa_gateway.telemetry import RequestSpans
 from stoa_gateway.tracing import TraceContext
 
 
@@ -23,7 +24,7 @@ class Call:
     agent_label: str
     conversation: str | None
     priority: Priority
-    trace: TraceContext
+    spans: RequestSpans
     features: RequestFeatures
     reservation: Reservation
     body: dict[str, Any]
@@ -37,7 +38,13 @@ class Call:
     def policy(self) -> str:
         return self.runtime.name
 
+    @property
+    def trace(self) -> TraceContext:
+        """The request span's context: the trace id in audit records and ``X-Stoa-Trace-Id``."""
+        return self.spans.trace
+
     def count(self, target: str, outcome: str) -> None:
+        self.spans.counted(target, outcome)
         self.gw.metrics.requests.labels(self.policy, target, self.agent_label, outcome).inc()
         self.gw.metrics.priority_requests.labels(self.policy, str(self.priority), outcome).inc()
 

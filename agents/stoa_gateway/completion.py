@@ -12,6 +12,7 @@ from stoa_gateway.call import Call
 from stoa_gateway.guardrail_events import count_masked, output_blocked
 from stoa_gateway.guardrails import compile_rules, find_blocked, mask_pii
 from stoa_gateway.policy import PiiKind, Target
+from stoa_gateway.telemetry import record_served
 from stoa_gateway.tokens import completion_text
 from stoa_gateway.upstream import Completion
 
@@ -50,6 +51,7 @@ def completion_response(call: Call, target: Target, result: Completion) -> web.R
     if not isinstance(body.get("model"), str) or not body["model"]:
         body["model"] = target.model
     account(call, target, usage)
+    record_served(call, target, usage, str(body["model"]), completion_text(body))
     call.gw.metrics.latency.labels(call.policy, target.name).observe(time.monotonic() - call.started)
     call.count(target.name, "ok")
     return web.Response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from stoa_gateway.labels import BoundedLabels
+from stoa_telemetry.gen_ai_metrics import GenAIClientMetrics, GenAIServerMetrics
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -16,6 +17,9 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # OpenTelemetry GenAI metrics (Prometheus form) beside Stoa's own: upstream calls and served streams.
+        self.genai_client = GenAIClientMetrics(r)
+        self.genai_server = GenAIServerMetrics(r)
         self.agents = BoundedLabels(MAX_AGENTS)
         self.conversations = BoundedLabels(MAX_CONVERSATIONS)
         self.requests = Counter(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import secrets
 import time
 from dataclasses import replace
 from typing import Any
@@ -23,8 +22,8 @@ from stoa_gateway.policy import PRIORITY_HEADER
 from stoa_gateway.priority import PriorityQueue, Waiter, parse_priority
 from stoa_gateway.reservation import Reservation
 from stoa_gateway.routing import Plan, RejectCode, Rejection, RequestFeatures, plan_attempts
+from stoa_gateway.telemetry import RequestSpans
 from stoa_gateway.tokens import estimate_input_tokens
-from stoa_gateway.tracing import trace_for_request
 from stoa_gateway.validation import validate_request
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -106,8 +105,13 @@ def _new_call(request: web.Request, gw: Gateway, body: dict[str, Any]) -> Call |
         agent_label=gw.metrics.agent(agent),
         conversation=request.headers.get("X-Stoa-Conversation") or None,
         priority=priority,
-        trace=trace_for_request(
-            request.headers.get("traceparent"), secrets.token_hex(16), secrets.token_hex(8)
+        spans=RequestSpans(
+            request.headers,
+            policy=policy_name,
+            stream=bool(body.get("stream")),
+            agent=agent,
+            conversation=request.headers.get("X-Stoa-Conversation") or None,
+            messages=body.get("messages"),
         ),
         features=RequestFeatures(
             input_tokens=0,
@@ -131,6 +135,20 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
     call = _new_call(request, gw, body)
     if isinstance(call, web.Response):
         return call
+    status: int | None = None
+    try:
+        response = await _serve(request, call, body)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        call.spans.end(None, cancelled=True)
+        raise
+    finally:
+        if status is not None:
+            call.spans.end(status)
+
+
+async def _serve(request: web.Request, call: Call, body: dict[str, Any]) -> web.StreamResponse:
     messages: list[Any] = body["messages"]
     blocked = blocked_input(call, messages)
     if blocked is not None:
@@ -214,3 +232,4 @@ def _admitted(call: Call, plan: Plan) -> None:
     call.runtime.rr_counter += 1
     for skip in plan.skipped:
         call.passed.append((skip.target, str(skip.reason), f"{skip.target}: skipped, {skip.reason}"))
+        call.spans.skipped(skip.target, str(skip.reason))

@@ -22,6 +22,7 @@ from stoa_gateway.policy import Target
 from stoa_gateway.relay import StreamRelay
 from stoa_gateway.sse import encode_json_event
 from stoa_gateway.state import ewma
+from stoa_gateway.telemetry import record_served, record_stream
 from stoa_gateway.upstream import StreamStart
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
@@ -124,7 +125,10 @@ def _finish(
     count_masked(call, "output", relay.masked, target.name)
     usage = usage_of(call, target, relay.usage, relay.text_chars)
     account(call, target, usage)
+    per_token = None
     if usage.output_tokens > 1:
-        m.tpot.labels(call.policy, target.name).observe(
-            max(0.0, now - call.started - ttft) / (usage.output_tokens - 1)
-        )
+        per_token = max(0.0, now - call.started - ttft) / (usage.output_tokens - 1)
+        m.tpot.labels(call.policy, target.name).observe(per_token)
+    record_served(call, target, usage, target.model, None)
+    if error is None and not client_gone:
+        record_stream(call, target, target.model, ttft, per_token)
