@@ -48,6 +48,15 @@ class Gateway:
         self.loaded_at = time.time()
         self.last_reload_error: str | None = None
         self.apply_config(config, config_hash)
+        metrics.watch_budgets(self._budgets)
+
+    def _budgets(self) -> list[tuple[str, float, float | None]]:
+        """(policy, spent today, daily limit) for the budget gauges, read at scrape time."""
+        now = time.time()
+        return [
+            (name, self.limits.spent(name, now), rt.spec.budget.daily_limit_usd if rt.spec.budget else None)
+            for name, rt in self.runtimes.items()
+        ]
 
     def apply_config(self, config: GatewayConfig, config_hash: str) -> None:
         """Swap the active config; runtime state is kept for policies and targets that remain."""
@@ -160,6 +169,9 @@ class Gateway:
                     "lastFailoverReason": rt.last_failover_reason,
                     "lastFailoverTime": _iso(rt.last_failover_at),
                     "lastSuccessTime": _iso(rt.last_success_at),
+                    "healthy": rt.health.healthy,
+                    "lastHealthCheckTime": _iso(rt.last_health_check_at),
+                    "lastHealthCheckError": rt.last_health_error,
                 }
             spent = self.limits.spent(name, time.time())
             policies[name] = {"targets": targets, "spentTodayUSD": round(spent, 6)}

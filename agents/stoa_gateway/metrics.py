@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from stoa_gateway.labels import BoundedLabels
 from stoa_telemetry.gen_ai_metrics import GenAIClientMetrics, GenAIServerMetrics
@@ -139,13 +143,54 @@ class GatewayMetrics:
             "1 while limits and budgets are shared across replicas, 0 while this replica holds its share",
             registry=r,
         )
+        self.health_checks = Counter(
+            "stoa_gateway_health_checks",
+            "Active health checks of targets by outcome (ok, timeout, connection_error, status_5xx, ...)",
+            ["policy", "target", "outcome"],
+            registry=r,
+        )
+        self.target_healthy = Gauge(
+            "stoa_gateway_target_healthy",
+            "1 while a target passes its active health checks (targets of policies with healthCheck)",
+            ["policy", "target"],
+            registry=r,
+        )
         self.config_reloads = Counter(
             "stoa_gateway_config_reloads", "Config reloads by result (ok, error)", ["result"], registry=r
         )
         self.config_info = Gauge("stoa_gateway_config_policies", "Policies in the active config", registry=r)
+
+    def watch_budgets(self, rows: BudgetRows) -> None:
+        self.registry.register(_BudgetCollector(rows))
 
     def agent(self, raw: str | None) -> str:
         return self.agents.value(raw)
 
     def conversation(self, raw: str | None) -> str:
         return self.conversations.value(raw)
+
+
+BudgetRows = Callable[[], list[tuple[str, float, float | None]]]
+
+
+class _BudgetCollector(Collector):
+    """Today's spend and the daily budget per policy, read from the gateway when scraped."""
+
+    def __init__(self, rows: BudgetRows) -> None:
+        self.rows = rows
+
+    def collect(self) -> Iterator[Metric]:
+        spent = GaugeMetricFamily(
+            "stoa_gateway_budget_spent_today_usd",
+            "Spend of the UTC day as the budget check sees it (per replica share, USD)",
+            labels=["policy"],
+        )
+        limit = GaugeMetricFamily(
+            "stoa_gateway_budget_limit_usd", "budget.dailyLimitUSD of the policy (USD)", labels=["policy"]
+        )
+        for policy, usd, cap in self.rows():
+            spent.add_metric([policy], usd)
+            if cap is not None:
+                limit.add_metric([policy], cap)
+        yield spent
+        yield limit

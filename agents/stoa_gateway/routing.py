@@ -32,6 +32,7 @@ class TargetView:
     ewma_latency: float | None = None
     limit_wait: float = 0.0  # seconds until its rpm/tpm limits can take this request (0: now)
     cooldown_until: float = 0.0
+    unhealthy: bool = False  # failed its active health checks
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class SkipReason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     RATE_LIMITED = "rate_limited"
     COOLING_DOWN = "cooling_down"
+    UNHEALTHY = "unhealthy"
     CONTEXT_TOO_SMALL = "context_too_small"
 
 
@@ -146,6 +148,8 @@ def target_skip(
         needed = features.input_tokens + (features.max_output_tokens or 0)
         if needed > target.max_context_tokens:
             return Skip(target.name, SkipReason.CONTEXT_TOO_SMALL)
+    if view.unhealthy:
+        return Skip(target.name, SkipReason.UNHEALTHY)
     if not breaker_would_admit(view.breaker, policy.circuit_breaker, now):
         return Skip(target.name, SkipReason.CIRCUIT_OPEN)
     if view.cooldown_until > now:

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from stoa_gateway.audit import AuditLog
 from stoa_gateway.config import ConfigError, content_hash, parse_gateway_config
 from stoa_gateway.gateway import Gateway
+from stoa_gateway.health_check import health_loop
 from stoa_gateway.limits import Limits, LocalLimits
 from stoa_gateway.metrics import GatewayMetrics
 from stoa_gateway.proxy import GATEWAY, handle_chat_completions
@@ -138,12 +139,16 @@ def create_app(
             auto_decompress=True,
         )
         task = asyncio.create_task(_watch(gw, path, reload_interval)) if reload_interval > 0 else None
+        health = asyncio.create_task(health_loop(gw))
         await gw.limits.start()
         gw.metrics.limits_shared.set(1 if gw.limits.shared else 0)
         log.info(
             "Gateway started config=%s policies=%d limits=%s", path, len(config.policies), gw.limits.status()
         )
         yield
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from stoa_gateway.breaker import Breaker
 from stoa_gateway.costs import seconds_to_utc_midnight
+from stoa_gateway.health_state import HealthState
 from stoa_gateway.policy import ModelPolicySpec
 from stoa_gateway.reservation import Reservation
 from stoa_gateway.routing import ObservedState, TargetView
@@ -28,6 +29,9 @@ class TargetRuntime:
     last_failover_reason: str | None = None
     last_failover_at: float | None = None
     last_success_at: float | None = None
+    health: HealthState = field(default_factory=HealthState)  # active health checks (health_check.py)
+    last_health_check_at: float | None = None
+    last_health_error: str | None = None
 
     def view(self, limit_wait: float) -> TargetView:
         return TargetView(
@@ -36,6 +40,7 @@ class TargetRuntime:
             ewma_latency=self.ewma_latency,
             limit_wait=limit_wait,
             cooldown_until=self.cooldown_until,
+            unhealthy=not self.health.healthy,
         )
 
 
