@@ -156,6 +156,10 @@ kind-down: ## Delete the kind cluster
 chart-crds: ## Copy crds/ into charts/stoa/crds/ (tests/unit/chart fails when they drift)
 	rm -f charts/stoa/crds/*.yaml && cp crds/stoa.dev_*.yaml charts/stoa/crds/
 
+.PHONY: chart-observability
+chart-observability: venv ## Write charts/stoa/files/ (alert rules, Grafana dashboard) from stoa_telemetry (tests fail when they drift)
+	$(BIN)/stoa observability chart-files
+
 .PHONY: clean
 clean: ## Remove the venv and caches (keeps ~/.cache/stoa with the built control plane)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

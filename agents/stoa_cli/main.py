@@ -29,6 +29,11 @@ DELEGATED: dict[str, tuple[str, str, str]] = {
     "operator": ("stoa_operator.cli", "main", "run the Kubernetes operator (also: crds|rbac generate|check)"),
     "gateway": ("stoa_gateway.cli", "main", "serve the model gateway for a ModelPolicy config file"),
     "fake-model": ("stoa_testing.fake_provider", "main", "a scripted OpenAI-compatible fake provider"),
+    "observability": (
+        "stoa_telemetry.cli",
+        "main",
+        "the chart's alert rules and dashboard; SLO rules for manifests (slo-rules -f DIR)",
+    ),
     "model-server": ("stoa_agents.local.model_server", "main", "serve the embedded demo model (SmolLM2)"),
     "api": ("stoa_web.cli", "api_main", "serve the HTTP API and web console (Kubernetes auth on every call)"),
     "conversations": (
