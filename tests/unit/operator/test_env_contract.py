@@ -123,11 +123,13 @@ def test_a_model_alone_is_the_model_name_on_both_paths() -> None:
 
 
 def test_every_agent_spec_field_has_a_contract_row() -> None:
-    """A new Agent field must get a row here (env) or in the Deployment test below (pod fields)."""
+    """A new Agent field must get a row here (env) or in the Deployment test below (pod fields), or be one
+    the operator acts on itself (SLO status and rules, probes: tests/e2e/operator/test_observability.py)."""
     env_fields = {k.split(" ")[0].split(".")[0] for k in SPEC_FIELDS}
     pod_fields = {"replicas", "resources", "image"}
+    operator_fields = {"slo", "probe"}
     aliases = {f.alias or name for name, f in AgentSpec.model_fields.items()}
-    assert aliases == env_fields | pod_fields
+    assert aliases == env_fields | pod_fields | operator_fields
 
 
 def test_env_that_is_no_setting_reaches_the_container_and_is_not_refused() -> None:
