@@ -67,7 +67,7 @@ class Probe(Spec):
     """A synthetic one-turn conversation run on a schedule; never counted in totals or transcripts."""
 
     enabled: bool = True
-    interval_seconds: int = Field(default=300, ge=30, le=86400)
+    interval_seconds: int = Field(default=300, ge=10, le=86400)
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
     topic: str = Field(
         default="Synthetic probe: answer with one short sentence.", min_length=1, max_length=500

@@ -52,6 +52,11 @@ def _observability(
     """status.slo / errorBudgetRemaining from the turn records, status.probe and ProbeFailing."""
     fields: dict[str, Any] = {"slo": None, "errorBudgetRemaining": None, "probe": None}
     observed: list[Observation] = []
+    # The probe first: a probe it times out now is a turn record the SLO must already count.
+    if spec.probe is not None and spec.probe.enabled:
+        report = ctx.runtime.run_probe(conn, namespace, name, spec.probe, ctx.now())
+        fields["probe"] = observability.probe_status(report)
+        observed.append(observability.probe_observation(report))
     if spec.slo is not None:
         counts = ctx.runtime.agent_turn_counts(
             conn,
@@ -61,10 +66,6 @@ def _observability(
             observability.latency_ms(spec.slo),
         )
         fields["slo"], fields["errorBudgetRemaining"] = observability.slo_status(spec.slo, counts)
-    if spec.probe is not None and spec.probe.enabled:
-        report = ctx.runtime.run_probe(conn, namespace, name, spec.probe, ctx.now())
-        fields["probe"] = observability.probe_status(report)
-        observed.append(observability.probe_observation(report))
     return fields, observed
 
 
