@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from stoa_operator.metrics import Metrics
 from stoa_operator.reconcile.context import Context
 from stoa_operator.runtime_adapter import Runtime
 from stoa_operator.settings import OperatorSettings
+from stoa_telemetry.otel import setup_tracing
+from stoa_telemetry.otel_env import passed_down
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -51,13 +54,20 @@ def run(argv: Sequence[str]) -> int:
         level=logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    setup_tracing("stoa-operator")  # conversation starts; OTEL_* from the chart, off without an endpoint
     namespaces = args.namespace or settings.namespace_list()
     metrics = Metrics()
     if settings.metrics_port_number:
         start_http_server(settings.metrics_port_number, registry=metrics.registry)
     kube = Kube.from_environment(settings.field_manager, pool_size=settings.max_workers * 2)
     runtime = Runtime()
-    ctx = Context(kube=kube, runtime=runtime, settings=settings, gateway_probe=fetch_gateway_status)
+    ctx = Context(
+        kube=kube,
+        runtime=runtime,
+        settings=settings,
+        gateway_probe=fetch_gateway_status,
+        otel_env=tuple(passed_down(os.environ).items()),
+    )
     registry = kopf.OperatorRegistry()
     register(registry, ctx, metrics)
 

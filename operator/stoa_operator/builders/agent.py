@@ -22,6 +22,7 @@ from stoa_operator.builders.common import (
     selector,
     service_account,
 )
+from stoa_telemetry.otel_env import container_env
 
 DEFAULT_REQUESTS = {"cpu": "50m", "memory": "128Mi"}
 DEFAULT_LIMITS = {"memory": "256Mi"}
@@ -38,6 +39,7 @@ class AgentInputs:
     model_base_url: str | None  # the namespace gateway; None when the agent names a model directly
     metrics_port: int = 9090
     image_pull_policy: str = "IfNotPresent"
+    otel_env: tuple[tuple[str, str], ...] = ()  # OTEL_* passed down from the operator (otel_env.py)
 
 
 def _resources(spec: AgentSpec) -> dict[str, Any]:
@@ -58,7 +60,9 @@ def agent_env(inputs: AgentInputs) -> list[dict[str, Any]]:
         namespace=POD_NAMESPACE,
         metrics_port_number=inputs.metrics_port,
     )
-    return kubernetes_env(contract_env(inputs.name, inputs.spec, wiring))
+    return kubernetes_env(contract_env(inputs.name, inputs.spec, wiring)) + container_env(
+        dict(inputs.otel_env)
+    )
 
 
 def build_deployment(inputs: AgentInputs) -> dict[str, Any]:

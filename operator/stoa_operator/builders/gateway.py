@@ -27,6 +27,7 @@ from stoa_operator.builders.common import (
     selector,
     service_account,
 )
+from stoa_telemetry.otel_env import container_env
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class GatewayInputs:
     port: int = 8080
     image_pull_policy: str = "IfNotPresent"
     connection_secret: str = "stoa-connections"  # noqa: S105 - a Secret's name; optional key redisUrl
+    otel_env: tuple[tuple[str, str], ...] = ()  # OTEL_* passed down from the operator (otel_env.py)
 
 
 # The connection Secret's key with the Redis URL the replicas share limits through (optional).
@@ -104,7 +106,7 @@ def build_config_map(inputs: GatewayInputs) -> dict[str, Any]:
 def build_deployment(inputs: GatewayInputs) -> dict[str, Any]:
     labels = gateway_labels()
     keys, _ = key_envs(inputs.policies)
-    env = [
+    env: list[dict[str, Any]] = [
         {
             "name": k.env,
             "valueFrom": {"secretKeyRef": {"name": k.secret, "key": k.key, "optional": True}},
@@ -120,6 +122,7 @@ def build_deployment(inputs: GatewayInputs) -> dict[str, Any]:
         },
         {"name": "STOA_GATEWAY_REPLICAS", "value": str(inputs.replicas)},
         {"name": "STOA_GATEWAY_LIMITS_PREFIX", "value": f"stoa:{inputs.namespace}"},
+        *container_env(dict(inputs.otel_env)),
     ]
     probe_port = "http"
     container = {

@@ -142,6 +142,7 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         connection_secret=s.connection_secret,
         model_base_url=gateway_endpoint(namespace, s.gateway_port_number),
         metrics_port=s.agent_metrics_port_number,
+        otel_env=ctx.otel_env,
         image_pull_policy=s.image_pull_policy,
     )
     applied = [ctx.kube.apply(child) for child in build_agent(inputs)]

@@ -78,6 +78,7 @@ class Context:
     clock: Callable[[], str] = utc_now
     gateway_probe: Callable[[str, float], dict[str, Any] | None] = lambda _url, _timeout: None
     discovery_seconds: float = 300.0
+    otel_env: tuple[tuple[str, str], ...] = ()  # OTEL_* the operator passes to agents and gateways
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _apis: dict[str, tuple[float, bool]] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)

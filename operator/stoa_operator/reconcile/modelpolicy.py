@@ -63,6 +63,7 @@ def sync_gateway(
             port=s.gateway_port_number,
             image_pull_policy=s.image_pull_policy,
             connection_secret=s.connection_secret,
+            otel_env=ctx.otel_env,
         )
         applied = [ctx.kube.apply(child) for child in build_gateway(inputs)]
         return applied[-1], render_config(specs)
