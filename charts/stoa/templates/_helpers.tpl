@@ -104,4 +104,9 @@ app.kubernetes.io/component: api
 {{- else }}
 {{- default "default" .Values.api.serviceAccount.name }}
 {{- end }}
+{{/* A map as "k=v,k2=v2" (sorted keys), for list-valued settings in env vars. */}}
+{{- define "stoa.kvList" -}}
+{{- $pairs := list }}
+{{- range $k, $v := . }}{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}{{- end }}
+{{- join "," $pairs }}
 {{- end }}
