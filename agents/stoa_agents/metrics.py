@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from stoa_telemetry.slo import BAD_TURN_OUTCOMES, GOOD_TURN_OUTCOMES
+
+DEAD_LETTER_REASONS = ("malformed", "rejected", "delivery_limit")
+
 
 class AgentMetrics:
     def __init__(self) -> None:
@@ -44,3 +48,17 @@ class AgentMetrics:
         self.ready = Gauge(
             "stoa_agent_ready", "1 while connected to broker and database", ["agent"], registry=r
         )
+
+    def initialize(self, agent: str) -> None:
+        """Export every outcome's series at 0 from the start: Prometheus sees a counter's first increment
+        only when the series already existed (rate/increase need two samples), and the SLO rules and
+        alerts read these outcomes."""
+        for outcome in (*GOOD_TURN_OUTCOMES, *BAD_TURN_OUTCOMES):
+            self.turns.labels(agent, outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_lettered.labels(agent, reason)
+        for counter in (self.redeliveries, self.takeovers, self.model_errors):
+            counter.labels(agent)
+        for direction in ("in", "out"):
+            self.tokens.labels(agent, direction)
+        self.turn_seconds.labels(agent)

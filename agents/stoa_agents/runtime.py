@@ -71,6 +71,7 @@ class AgentRuntime:
         self.pod = settings.pod_name
         self.speaker = Speaker(self.agent, settings.agent_role, settings.persona, settings.history_turns)
         self.metrics = AgentMetrics()
+        self.metrics.initialize(self.agent)
         self.model = ModelClient(model_config(settings))
         self.stopping = asyncio.Event()
         self.db: asyncpg.Pool | None = None

@@ -1,7 +1,8 @@
 """A real Prometheus for tests: Debian's ``prometheus`` package (server and ``promtool``).
 
-``PrometheusServer`` scrapes static loopback targets every second and evaluates rule files every second,
-so rules and alerts can be watched firing within a test; ``promtool()`` runs ``promtool check|test rules``.
+``PrometheusServer`` scrapes static loopback targets (every second by default) and evaluates rule files
+every second, so rules and alerts can be watched firing within a test; ``promtool()`` runs
+``promtool check|test rules``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Target:
 class PrometheusServer:
     base: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="stoa-prometheus-")))
     port: int = field(default_factory=free_port)
-    interval: str = "1s"
+    interval: str = "1s"  # scrape interval (and timeout); rules are evaluated every second
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +72,11 @@ class PrometheusServer:
         for t in targets:
             jobs.setdefault(t.job, []).append({"targets": [t.address], "labels": dict(t.labels)})
         config = {
-            "global": {"scrape_interval": self.interval, "evaluation_interval": self.interval},
+            "global": {
+                "scrape_interval": self.interval,
+                "scrape_timeout": self.interval,
+                "evaluation_interval": "1s",
+            },
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [
                 {"job_name": job, "scrape_interval": self.interval, "static_configs": static}

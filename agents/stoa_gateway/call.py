@@ -45,6 +45,7 @@ class Call:
 
     def count(self, target: str, outcome: str) -> None:
         self.spans.counted(target, outcome)
+        self.gw.metrics.ensure_series(self.policy, self.agent_label)
         self.gw.metrics.requests.labels(self.policy, target, self.agent_label, outcome).inc()
         self.gw.metrics.priority_requests.labels(self.policy, str(self.priority), outcome).inc()
 

@@ -10,6 +10,7 @@ from prometheus_client.registry import Collector
 
 from stoa_gateway.labels import BoundedLabels
 from stoa_telemetry.gen_ai_metrics import GenAIClientMetrics, GenAIServerMetrics
+from stoa_telemetry.slo import BAD_REQUEST_OUTCOMES, GOOD_REQUEST_OUTCOMES
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -24,6 +25,7 @@ class GatewayMetrics:
         # OpenTelemetry GenAI metrics (Prometheus form) beside Stoa's own: upstream calls and served streams.
         self.genai_client = GenAIClientMetrics(r)
         self.genai_server = GenAIServerMetrics(r)
+        self._initialized: set[tuple[str, str]] = set()
         self.agents = BoundedLabels(MAX_AGENTS)
         self.conversations = BoundedLabels(MAX_CONVERSATIONS)
         self.requests = Counter(
@@ -159,6 +161,16 @@ class GatewayMetrics:
             "stoa_gateway_config_reloads", "Config reloads by result (ok, error)", ["result"], registry=r
         )
         self.config_info = Gauge("stoa_gateway_config_policies", "Policies in the active config", registry=r)
+
+    def ensure_series(self, policy: str, agent: str) -> None:
+        """The failure outcomes of (policy, agent) at 0 before their first increment: Prometheus only sees
+        an increment of a series that already existed (rate/increase need two samples)."""
+        key = (policy, agent)
+        if key in self._initialized:
+            return
+        self._initialized.add(key)
+        for outcome in (*GOOD_REQUEST_OUTCOMES, *BAD_REQUEST_OUTCOMES):
+            self.requests.labels(policy, "none", agent, outcome)
 
     def watch_budgets(self, rows: BudgetRows) -> None:
         self.registry.register(_BudgetCollector(rows))
