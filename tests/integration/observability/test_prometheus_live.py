@@ -80,6 +80,13 @@ async def _until_scraped(prom: PrometheusServer, count: int, within: float = 60.
     raise AssertionError(f"Prometheus did not scrape all {count} targets: {prom.targets_up()}")
 
 
+async def _steady_traffic(http: aiohttp.ClientSession, gw: RunningGateway) -> None:
+    """Direct requests, 5 a second: each passes over the failing primary (a failover), then fails."""
+    while True:
+        await chat(http, gw, ask("chat"))
+        await asyncio.sleep(0.2)
+
+
 def _firing(prom: PrometheusServer) -> dict[str, list[dict[str, str]]]:
     firing: dict[str, list[dict[str, str]]] = {}
     for alert in prom.alerts():
@@ -228,7 +235,11 @@ async def test_live_scrape_fires_the_alerts_and_feeds_every_dashboard_panel(
                 "StoaSLOBurnRateTicket",
             }
             pages = {f"agent/{NS}/{moderator}/availability", f"policy/{NS}/chat/availability"}
-            firing = await _until_firing(prom, wanted, pages, within=90)
+            traffic = asyncio.create_task(_steady_traffic(http, gw))  # keeps failing over while we wait
+            try:
+                firing = await _until_firing(prom, wanted, pages, within=120)
+            finally:
+                traffic.cancel()
             assert {"namespace": NS, "policy": "chat", "target": "primary"}.items() <= firing[
                 "StoaGatewayCircuitOpen"
             ][0].items()
