@@ -48,58 +48,6 @@ def status_of(conversation: repo.ConversationRow, shares: dict[str, AgentShare])
         started_at=_iso(c.started_at),
         finished_at=_iso(c.finished_at),
     )
-@dataclass(frozen=True)
-class ConversationStatus:
-    name: str
-    id: str
-    phase: Phase
-    reason: str
-    turns: int
-    last_speaker: str | None
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    agents: dict[str, AgentShare] = field(default_factory=dict)
-    synthetic: bool = False  # a probe (stoa_agents.probes): not a user conversation
-
-    def as_status(self) -> dict[str, Any]:
-        """camelCase JSON view (``stoa transcript --json``), with the per-agent breakdown."""
-        return {
-            "phase": self.phase.value,
-            "reason": self.reason,
-            "turns": self.turns,
-            "lastSpeaker": self.last_speaker,
-            "tokensIn": self.tokens_in,
-            "tokensOut": self.tokens_out,
-            "costUSD": round(self.cost_usd, 6),
-            "startedAt": self.started_at.isoformat() if self.started_at else None,
-            "finishedAt": self.finished_at.isoformat() if self.finished_at else None,
-            "agents": {
-                name: {
-                    "turns": s.turns,
-                    "tokensIn": s.tokens_in,
-                    "tokensOut": s.tokens_out,
-                    "costUSD": round(s.cost_usd, 6),
-                }
-                for name, s in self.agents.items()
-            },
-        }
-
-
-@dataclass(frozen=True)
-class AgentStatus:
-    agent: str
-    active_pod: str | None
-    active_since: datetime | None
-    previous_pod: str | None
-    takeovers: int
-    turns: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: float
 
 
 async def start_conversation(
@@ -136,7 +84,7 @@ async def start_conversation(
             phase=phase,
             first=first,
             traceparent=traceparent,
-            synthetic=synthetic,
+            synthetic=synthetic,  # a probe (stoa_agents.probes): never in totals or user listings
         )
     status = await conversation_status(db, name)
     assert status is not None
@@ -247,23 +195,6 @@ async def conversation_status(db: asyncpg.Pool, name: str) -> ConversationStatus
         for r in rows
     }
     return status_of(conversation, shares)
-    c = conversation
-    return ConversationStatus(
-        name=c.name,
-        id=c.id,
-        phase=c.phase,
-        reason=c.reason,
-        turns=c.turns,
-        last_speaker=c.last_speaker,
-        tokens_in=c.tokens_in,
-        tokens_out=c.tokens_out,
-        cost_usd=c.cost_usd,
-        created_at=c.created_at,
-        started_at=c.started_at,
-        finished_at=c.finished_at,
-        agents=shares,
-        synthetic=c.synthetic,
-    )
 
 
 async def agent_status(db: asyncpg.Pool, agent: str, namespace: str = "") -> AgentStatus:

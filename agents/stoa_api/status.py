@@ -57,6 +57,46 @@ class ModelPolicyStatus(_Status):
     targets: list[TargetHealth] = Field(default_factory=list)
 
 
+class BurnRate(_Status):
+    window: str = Field(description="5m, 30m, 1h, 2h, 6h, 1d or 3d")
+    rate: float = Field(description="error ratio over the window divided by the error budget; 1 = on budget")
+
+
+class SLOAlerting(_Status):
+    """What the multi-window multi-burn-rate alerts would say (the same verdict the PrometheusRule has)."""
+
+    page: bool = False
+    ticket: bool = False
+
+
+class ObjectiveStatus(_Status):
+    objective: float = Field(description="percent of good events the objective asks for")
+    sli: float | None = Field(default=None, description="percent of good events over the window")
+    error_budget_remaining: float = Field(
+        description="fraction of the error budget left (negative: overspent)"
+    )
+    events: int = 0
+    bad_events: int = 0
+    burn_rates: list[BurnRate] = Field(default_factory=list)
+    alerting: SLOAlerting = Field(default_factory=SLOAlerting)
+
+
+class SLOStatus(_Status):
+    """SLIs computed by the operator from the turn records in PostgreSQL (no Prometheus needed)."""
+
+    window: str
+    availability: ObjectiveStatus | None = None
+    latency: ObjectiveStatus | None = None
+
+
+class ProbeStatus(_Status):
+    last_run: str | None = None
+    last_result: str | None = Field(default=None, description="Succeeded, Failed or TimedOut")
+    last_reason: str | None = None
+    last_success: str | None = None
+    consecutive_failures: int = 0
+
+
 class AgentStatus(_Status):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
@@ -74,6 +114,12 @@ class AgentStatus(_Status):
     unpriced_turns: int = Field(
         default=0, description="turns stored with cost 0 because no price was known (no gateway, no price)"
     )
+    slo: SLOStatus | None = None
+    error_budget_remaining: str | None = Field(
+        default=None, description="the lowest budget left over the Agent's objectives, e.g. 87.5%"
+    )
+    probe: ProbeStatus | None = None
+    prometheus_rule: str | None = Field(default=None, description="PrometheusRule holding the SLO rules")
 
 
 class AgentShare(_Status):

@@ -277,28 +277,19 @@ async def commit_turn(
             turn.cost_usd,
             unpriced,
         )
-        await conn.execute(
-            "INSERT INTO stoa.agent_totals AS t"
-            " (agent, turns, tokens_in, tokens_out, cost_usd, unpriced_turns) VALUES ($1, 1, $2, $3, $4, $5)"
-            " ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
-            " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
-            " unpriced_turns = t.unpriced_turns + $5, updated_at = now()",
-            turn.agent,
-            turn.tokens_in,
-            turn.tokens_out,
-            turn.cost_usd,
-            unpriced,
-        )
         if not row["synthetic"]:  # probes never count in the agent's totals
             await conn.execute(
-                "INSERT INTO stoa.agent_totals AS t (agent, turns, tokens_in, tokens_out, cost_usd)"
-                " VALUES ($1, 1, $2, $3, $4) ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
+                "INSERT INTO stoa.agent_totals AS t"
+                " (agent, turns, tokens_in, tokens_out, cost_usd, unpriced_turns)"
+                " VALUES ($1, 1, $2, $3, $4, $5)"
+                " ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
                 " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
-                " updated_at = now()",
+                " unpriced_turns = t.unpriced_turns + $5, updated_at = now()",
                 turn.agent,
                 turn.tokens_in,
                 turn.tokens_out,
                 turn.cost_usd,
+                unpriced,
             )
         if next_message is not None:
             await conn.execute(

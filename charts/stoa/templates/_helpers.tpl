@@ -104,6 +104,8 @@ app.kubernetes.io/component: api
 {{- else }}
 {{- default "default" .Values.api.serviceAccount.name }}
 {{- end }}
+{{- end }}
+
 {{/* A map as "k=v,k2=v2" (sorted keys), for list-valued settings in env vars. */}}
 {{- define "stoa.kvList" -}}
 {{- $pairs := list }}

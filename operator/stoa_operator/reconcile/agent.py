@@ -17,7 +17,6 @@ from stoa_operator.builders.observability import (
     prometheus_rule_name,
 )
 from stoa_operator.models.kinds import MODEL_POLICY
-from stoa_operator.reconcile import readiness
 from stoa_operator.reconcile import observability, readiness
 from stoa_operator.reconcile.conditions import Observation
 from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
@@ -44,13 +43,11 @@ def missing_references(ctx: Context, namespace: str, spec: AgentSpec) -> list[st
     return missing
 
 
-def _runtime_fields(ctx: Context, namespace: str, name: str) -> tuple[dict[str, Any], Observation]:
-    """The runtime's part of the status (as the runtime wrote it), and whether it could be read."""
 def _observability(
     ctx: Context, conn: Connection, namespace: str, name: str, spec: AgentSpec
 ) -> tuple[dict[str, Any], list[Observation]]:
     """status.slo / errorBudgetRemaining from the turn records, status.probe and ProbeFailing."""
-    fields: dict[str, Any] = {"slo": None, "errorBudgetRemaining": None, "probe": None}
+    fields: dict[str, Any] = {"slo": None, "error_budget_remaining": None, "probe": None}
     observed: list[Observation] = []
     # The probe first: a probe it times out now is a turn record the SLO must already count.
     if spec.probe is not None and spec.probe.enabled:
@@ -65,35 +62,24 @@ def _observability(
             observability.slo_windows(spec.slo),
             observability.latency_ms(spec.slo),
         )
-        fields["slo"], fields["errorBudgetRemaining"] = observability.slo_status(spec.slo, counts)
+        fields["slo"], fields["error_budget_remaining"] = observability.slo_status(spec.slo, counts)
     return fields, observed
 
 
 def _runtime_fields(
     ctx: Context, namespace: str, name: str, spec: AgentSpec
 ) -> tuple[dict[str, Any], list[Observation]]:
+    """The runtime's part of the status (as the runtime wrote it), SLOs and probes, and whether it could
+    be read."""
     conn, problem = ctx.connection(namespace)
     if conn is None:
         return {}, [readiness.runtime_synced(problem, configured=False)]
     try:
         runtime = ctx.runtime.agent_status(conn, namespace, name)
-    except RuntimeUnavailableError as exc:
-        return {}, readiness.runtime_synced(str(exc), configured=True)
-    return runtime.model_dump(exclude_unset=True), readiness.runtime_synced(None, configured=True)
-        rec = ctx.runtime.agent_status(conn, namespace, name)
         extra, observed = _observability(ctx, conn, namespace, name, spec)
     except RuntimeUnavailableError as exc:
         return {}, [readiness.runtime_synced(str(exc), configured=True)]
-    fields = {
-        "activePod": rec.active_pod,
-        "previousPod": rec.previous_pod,
-        "takeovers": rec.takeovers,
-        "turnsHandled": rec.turns,
-        "tokensIn": rec.tokens_in,
-        "tokensOut": rec.tokens_out,
-        "costUSD": rec.cost_usd,
-        **extra,
-    }
+    fields = {**runtime.model_dump(exclude_unset=True), **extra}
     return fields, [readiness.runtime_synced(None, configured=True), *observed]
 
 
@@ -113,8 +99,7 @@ def _slo_rules(ctx: Context, body: dict[str, Any], spec: AgentSpec) -> str | Non
     owner = owner_from_body(body).reference(controller=True)
     rules = agent_rules(namespace, name, spec.slo)
     labels = ctx.settings.prometheus_rule_labels_map()
-    rule = build_prometheus_rule("Agent", namespace, name, rules, owner=owner, extra_labels=labels)
-    ctx.kube.apply(rule)
+    ctx.kube.apply(build_prometheus_rule("Agent", namespace, name, rules, owner=owner, extra_labels=labels))
     return prometheus_rule_name("Agent", name)
 
 
@@ -142,29 +127,20 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         connection_secret=s.connection_secret,
         model_base_url=gateway_endpoint(namespace, s.gateway_port_number),
         metrics_port=s.agent_metrics_port_number,
-        otel_env=ctx.otel_env,
         image_pull_policy=s.image_pull_policy,
+        otel_env=ctx.otel_env,
     )
     applied = [ctx.kube.apply(child) for child in build_agent(inputs)]
     ro = readiness.rollout(applied[-1])
     observations = readiness.workload(f"Deployment {agent_child_name(name)}", ro, [], "")
-    runtime_fields, synced = _runtime_fields(ctx, namespace, name)
+    rule = _slo_rules(ctx, body, spec)
+    runtime_fields, synced = _runtime_fields(ctx, namespace, name, spec)
     status = AgentStatus(
         replicas=spec.replicas,
         ready_replicas=ro.ready,
         standby_replicas=max(ro.ready - 1, 0),
         queue=queue,
+        prometheus_rule=rule,
         **runtime_fields,
     )
-    return finish(ctx, body, [*observations, synced], status)
-    rule = _slo_rules(ctx, body, spec)
-    runtime_fields, synced = _runtime_fields(ctx, namespace, name, spec)
-    fields = {
-        "replicas": spec.replicas,
-        "readyReplicas": ro.ready,
-        "standbyReplicas": max(ro.ready - 1, 0),
-        "queue": queue,
-        "prometheusRule": rule,
-        **runtime_fields,
-    }
-    return finish(ctx, body, [*observations, *synced], fields)
+    return finish(ctx, body, [*observations, *synced], status)

@@ -13,6 +13,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+from stoa_agents.probes import ProbeReport
+from stoa_agents.store.turn_records import WindowCounts
 from stoa_api.conversation import ConversationSpec
 from stoa_api.status import AgentStatus, ConversationStatus
 from stoa_operator.runtime_adapter import Connection, RuntimeUnavailableError
@@ -38,6 +40,7 @@ class FakeKube:
     applied: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    served: set[str] = field(default_factory=set)
 
     def add(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
@@ -106,6 +109,13 @@ class FakeKube:
     def event(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
         self.events.append((type_, reason, message))
 
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        return self.objects.pop((api_version, kind, namespace, name), None) is not None
+
+    def api_available(self, api_version: str, plural: str) -> bool:
+        """Optional APIs (e.g. prometheusrules) the fake serves: ``served``."""
+        return f"{api_version}/{plural}" in self.served
+
     def body(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any]:
         """The object as the next reconcile would receive it (kopf's body)."""
         obj = self.get(api_version, kind, namespace, name)
@@ -117,6 +127,8 @@ class FakeKube:
 class FakeRuntime:
     conversations: dict[tuple[str, str], ConversationStatus] = field(default_factory=dict)
     agents: dict[tuple[str, str], AgentStatus] = field(default_factory=dict)
+    turn_counts: dict[tuple[str, str], WindowCounts] = field(default_factory=dict)
+    probes: dict[tuple[str, str], ProbeReport] = field(default_factory=dict)
     unavailable: str | None = None  # every call raises RuntimeUnavailableError with this message
     calls: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -147,3 +159,15 @@ class FakeRuntime:
     def agent_status(self, conn: Connection, namespace: str, agent: str) -> AgentStatus:
         self._check("agent", namespace, agent)
         return self.agents.get((namespace, agent), AgentStatus(turns_handled=0, takeovers=0))
+
+    def agent_turn_counts(
+        self, conn: Connection, namespace: str, agent: str, windows: dict[str, int], latency_ms: int | None
+    ) -> dict[str, Any]:
+        """Every window holds the same ``turn_counts`` of the agent (default: no turn at all)."""
+        self._check("turn-counts", namespace, agent)
+        counts = self.turn_counts.get((namespace, agent), WindowCounts(0, 0, 0, 0))
+        return dict.fromkeys(windows, counts)
+
+    def run_probe(self, conn: Connection, namespace: str, agent: str, probe: Any, now: Any) -> Any:
+        self._check("probe", namespace, agent)
+        return self.probes.get((namespace, agent), ProbeReport(None, None, None, None, 0))
