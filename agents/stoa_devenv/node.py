@@ -42,7 +42,14 @@ KUBELET_SYSCTLS = (
     "kernel/keys/root_maxkeys",
     "kernel/keys/root_maxbytes",
 )
-DEBIAN_PACKAGES = {"containerd": "containerd", "runc": "runc", "ctr": "containerd"}
+DEBIAN_PACKAGES = {
+    "containerd": "containerd",
+    "runc": "runc",
+    "ctr": "containerd",
+    "iptables": "iptables",
+    "ip": "iproute2",
+    "openssl": "openssl",
+}
 CNI_BIN_DIR = "/usr/lib/cni"
 SANDBOX_IMAGE = "stoa.local/pause:1"
 
@@ -409,12 +416,12 @@ def require_node_tools() -> None:
         raise ComponentMissingError(
             "a real node (kubelet + containerd) needs root: run as root, or use the control plane alone"
         )
-    netbed.require_tools()
     missing = sorted({pkg for tool, pkg in DEBIAN_PACKAGES.items() if shutil.which(tool) is None})
     if not Path(CNI_BIN_DIR, "bridge").exists():
         missing.append("containernetworking-plugins")
     if missing:
         apt_install(missing, "the test bed's node runs containers with them")
+    netbed.require_tools()
 
 
 def import_image(socket: Path, archive: Path) -> None:

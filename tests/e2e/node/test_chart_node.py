@@ -28,10 +28,11 @@ from typing import Any, Literal
 
 import pytest
 
+from stoa_devenv.imagespec import chart_image_values
 from stoa_devenv.netbed import NODE_IP
 from tests.e2e.fake_debate import DebateModel, Hold
 from tests.e2e.node.bed import Bed, pod_ready, restarts, wait_for
-from tests.e2e.node.stoa_install import USER_SERVICES, Install, examples, install
+from tests.e2e.node.stoa_install import CHART, USER_SERVICES, Install, examples, install
 
 VICTIM = "team-a"
 HELD_TURN = 2  # team-a's 2nd request to the model (turn 5) is held while its replica is lost
@@ -287,3 +288,27 @@ def test_helm_upgrade_to_a_new_image_tag_rolls_the_operator_without_losing_the_c
     assert {
         p["metadata"]["name"] for p in bed.pods(stoa.release_ns, "app.kubernetes.io/component=operator")
     }.isdisjoint(operator_before)
+
+
+def test_helm_uninstall_keeps_the_crds_and_the_users_resources(
+    bed: Bed, stoa: Install, model: DebateModel
+) -> None:
+    """Uninstalling a second release (operator only) removes its pods and keeps the CRDs, so the Agents of
+    the first release stay (CRDs in the chart's crds/ are never deleted by Helm)."""
+    _agents_ready(stoa, model)
+    release, namespace = f"{stoa.release}-second", f"{stoa.release_ns}-2"
+    bed.kubectl("create", "namespace", namespace)
+    try:
+        images = [f"--set={k}={v}" for k, v in chart_image_values(bed.images).items()]
+        watch = f"--set=operator.watchNamespaces={{{namespace}}}"
+        bed.helm("install", release, str(CHART), "-n", namespace, watch, *images, "--wait", "--timeout", "3m")
+        assert bed.pods(namespace, "app.kubernetes.io/component=operator")
+        bed.helm("uninstall", release, "-n", namespace, "--wait", "--timeout", "2m")
+        wait_for(lambda: not bed.pods(namespace), 60, f"no pod left in {namespace}")
+        crds = bed.kubectl("get", "crds", "-o", "name")
+        for kind in ("agents", "modelpolicies", "conversations"):
+            assert f"customresourcedefinition.apiextensions.k8s.io/{kind}.stoa.dev" in crds
+        assert stoa.cr("agents", VICTIM)["metadata"]["name"] == VICTIM
+    finally:
+        bed.helm("uninstall", release, "-n", namespace, check=False)
+        bed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
