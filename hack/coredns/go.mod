@@ -1,6 +1,6 @@
 module stoa.dev/hack/coredns
 
-go 1.26.8
+go 1.24.0
 
 tool github.com/coredns/coredns
 
