@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from stoa_telemetry.gen_ai_metrics import GenAIClientMetrics
 from stoa_telemetry.slo import BAD_TURN_OUTCOMES, GOOD_TURN_OUTCOMES
 
 DEAD_LETTER_REASONS = ("malformed", "rejected", "delivery_limit")
@@ -45,6 +46,8 @@ class AgentMetrics:
         self.active = Gauge(
             "stoa_agent_active", "1 while this replica is the active consumer", ["agent"], registry=r
         )
+        # OpenTelemetry GenAI client metrics (Prometheus form) of this replica's model calls.
+        self.genai = GenAIClientMetrics(r)
         self.ready = Gauge(
             "stoa_agent_ready", "1 while connected to broker and database", ["agent"], registry=r
         )

@@ -11,16 +11,17 @@ import asyncio
 import json
 import logging
 import math
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from opentelemetry.trace import Span
 
 from stoa_agents.backoff import is_retryable_status
-from stoa_agents.tracing import child_traceparent, trace_id_of
+from stoa_agents.turn_trace import chat_attempt, end_chat_attempt, traceparent_of
 from stoa_gateway.backoff import parse_retry_after, retry_delay
+from stoa_telemetry.gen_ai_metrics import GenAIClientMetrics
 
 log = logging.getLogger("stoa.agents.model")
 TARGET_HEADER = "X-Stoa-Target"  # the gateway target that answered
@@ -97,9 +98,43 @@ def parse_completion(
 
 
 class ModelClient:
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, genai: GenAIClientMetrics | None = None) -> None:
         self.config = config
+        self.genai = genai
         self._session: aiohttp.ClientSession | None = None
+
+    def _headers(self, agent: str, conversation: str, priority: str, traceparent: str) -> dict[str, str]:
+        headers = {
+            "X-Stoa-Agent": agent,
+            "X-Stoa-Conversation": conversation,
+            "X-Stoa-Priority": priority,
+            "traceparent": traceparent,
+        }
+        if self.config.api_key:
+            headers["Authorization"] = f"Bearer {self.config.api_key}"
+        return headers
+
+    def _record(
+        self,
+        span: Span,
+        *,
+        model: str,
+        started: float,
+        answered: Completion | None,
+        error_type: str,
+        error: str,
+    ) -> None:
+        """End one attempt's span and record ``gen_ai.client.*`` for it."""
+        end_chat_attempt(span, answered, error_type, error)
+        if self.genai is not None:
+            self.genai.record(
+                request_model=model,
+                response_model=answered.model if answered else "",
+                seconds=time.monotonic() - started,
+                input_tokens=answered.tokens_in if answered else None,
+                output_tokens=answered.tokens_out if answered else None,
+                error_type="" if answered else error_type,
+            )
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -144,7 +179,7 @@ class ModelClient:
                     )
         raise ModelError("; then ".join(errors))
 
-    async def _complete_one(
+    async def _complete_one(  # noqa: PLR0915 - one attempt loop; split, its state would spread over helpers
         self,
         model_name: str,
         messages: list[dict[str, str]],
@@ -170,72 +205,83 @@ class ModelClient:
         unreachable_since: float | None = None
         attempt = 0
         while attempt < attempts:
-            span = child_traceparent(
-                traceparent, trace_id_of(traceparent) or secrets.token_hex(16), secrets.token_hex(8)
-            )
-            headers = {
-                "X-Stoa-Agent": agent,
-                "X-Stoa-Conversation": conversation,
-                "X-Stoa-Priority": str(priority),
-                "traceparent": span,
-            }
-            if cfg.api_key:
-                headers["Authorization"] = f"Bearer {cfg.api_key}"
-            retry_after: float | None = None
+            span = chat_attempt(model_name, traceparent, attempt + 1)
+            attempt_started = time.monotonic()
+            answered: Completion | None = None
+            error_type = "_OTHER"
             try:
-                timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds)
-                async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
-                    text = await resp.text()
-                    if resp.status == 200:
-                        return parse_completion(
-                            json.loads(text),
-                            model_name,
-                            resp.headers.get(TARGET_HEADER),
-                            int((time.monotonic() - started) * 1000),
-                            attempt + 1,
+                headers = self._headers(agent, conversation, str(priority), traceparent_of(span))
+                retry_after: float | None = None
+                try:
+                    timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds)
+                    async with session.post(url, json=body, headers=headers, timeout=timeout) as resp:
+                        text = await resp.text()
+                        if resp.status == 200:
+                            completion = parse_completion(
+                                json.loads(text),
+                                model_name,
+                                resp.headers.get(TARGET_HEADER),
+                                int((time.monotonic() - started) * 1000),
+                                attempt + 1,
+                            )
+                            answered = completion
+                            return completion
+                        error_type = str(resp.status)
+                        last_error = _error_text(resp.status, text)
+                        if not is_retryable_status(resp.status):
+                            raise ModelError(f"model {model_name} at {cfg.base_url}: {last_error}")
+                        retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
+                except TimeoutError:
+                    error_type = "timeout"
+                    last_error = f"timed out after {cfg.timeout_seconds:g}s"
+                except aiohttp.ClientConnectionError as exc:
+                    error_type = "connection_error"
+                    # Refused, reset or closed without a response: nothing serves the endpoint (yet) — a
+                    # gateway starting or restarting, a Service without ready endpoints. Provider errors
+                    # arrive as HTTP statuses from the gateway and are retried a bounded number of times.
+                    last_error = f"cannot connect: {type(exc).__name__}: {exc}"
+                    now = time.monotonic()
+                    unreachable_since = now if unreachable_since is None else unreachable_since
+                    if now - unreachable_since < cfg.unreachable_grace_seconds:
+                        log.warning(
+                            "Model endpoint unreachable, waiting agent=%s conversation=%s url=%s error=%r",
+                            agent,
+                            conversation,
+                            cfg.base_url,
+                            last_error,
                         )
-                    last_error = _error_text(resp.status, text)
-                    if not is_retryable_status(resp.status):
-                        raise ModelError(f"model {model_name} at {cfg.base_url}: {last_error}")
-                    retry_after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-            except TimeoutError:
-                last_error = f"timed out after {cfg.timeout_seconds:g}s"
-            except aiohttp.ClientConnectionError as exc:
-                # Refused, reset or closed without a response: nothing serves the endpoint (yet) — a
-                # gateway starting or restarting, a Service without ready endpoints. Provider errors
-                # arrive as HTTP statuses from the gateway and are retried a bounded number of times.
-                last_error = f"cannot connect: {type(exc).__name__}: {exc}"
-                now = time.monotonic()
-                unreachable_since = now if unreachable_since is None else unreachable_since
-                if now - unreachable_since < cfg.unreachable_grace_seconds:
+                        await asyncio.sleep(min(1.0, cfg.backoff_max_seconds))
+                        continue
+                except aiohttp.ClientError as exc:
+                    error_type = type(exc).__name__
+                    last_error = f"{type(exc).__name__}: {exc}"
+                except ValueError as exc:
+                    error_type = "invalid_response"
+                    last_error = f"invalid response: {exc}"
+                attempt += 1
+                if attempt < attempts:
+                    cap = cfg.backoff_max_seconds
+                    delay = retry_delay(
+                        attempt, retry_after, base=cfg.backoff_seconds, cap=cap, retry_after_cap=cap
+                    )
                     log.warning(
-                        "Model endpoint unreachable, waiting agent=%s conversation=%s url=%s error=%r",
+                        "Model call failed agent=%s conversation=%s attempt=%d error=%r retry_in=%.2fs",
                         agent,
                         conversation,
-                        cfg.base_url,
+                        attempt,
                         last_error,
+                        delay,
                     )
-                    await asyncio.sleep(min(1.0, cfg.backoff_max_seconds))
-                    continue
-            except aiohttp.ClientError as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            except ValueError as exc:
-                last_error = f"invalid response: {exc}"
-            attempt += 1
-            if attempt < attempts:
-                cap = cfg.backoff_max_seconds
-                delay = retry_delay(
-                    attempt, retry_after, base=cfg.backoff_seconds, cap=cap, retry_after_cap=cap
+                    await asyncio.sleep(delay)
+            finally:
+                self._record(
+                    span,
+                    model=model_name,
+                    started=attempt_started,
+                    answered=answered,
+                    error_type=error_type,
+                    error=last_error,
                 )
-                log.warning(
-                    "Model call failed agent=%s conversation=%s attempt=%d error=%r retry_in=%.2fs",
-                    agent,
-                    conversation,
-                    attempt,
-                    last_error,
-                    delay,
-                )
-                await asyncio.sleep(delay)
         raise ModelError(
             f"model {model_name} at {cfg.base_url} failed after {attempts} attempts: {last_error}"
         )

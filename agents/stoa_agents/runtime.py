@@ -32,10 +32,13 @@ from stoa_agents.store import repo
 from stoa_agents.store.db import open_pool
 from stoa_agents.store.migrate import ensure_memory
 from stoa_agents.tracing import child_traceparent, trace_id_of
+from stoa_agents.turn_trace import commit_span, current_traceparent, publish_span, turn_ms
 from stoa_agents.turns.cost import turn_cost
 from stoa_agents.turns.plan import Admission, ConversationState, Speaker, admit, next_step, turn_context
 from stoa_agents.turns.prompts import build_messages, memory_note
 from stoa_api.conversation import ConversationSpec
+from stoa_telemetry import genai
+from stoa_telemetry.otel import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("stoa.agents.runtime")
 
@@ -72,7 +75,7 @@ class AgentRuntime:
         self.speaker = Speaker(self.agent, settings.agent_role, settings.persona, settings.history_turns)
         self.metrics = AgentMetrics()
         self.metrics.initialize(self.agent)
-        self.model = ModelClient(model_config(settings))
+        self.model = ModelClient(model_config(settings), genai=self.metrics.genai)
         self.stopping = asyncio.Event()
         self.db: asyncpg.Pool | None = None
         self.bus: Bus | None = None
@@ -252,8 +255,13 @@ class AgentRuntime:
         history = await repo.load_turns(db, conv.id)
         memory = await repo.load_memory(db, self.key, conv.id) if self.s.memory_enabled else []
         ctx = turn_context(spec, msg.seq, history, memory, self.speaker)
-        trace = trace_id_of(msg.traceparent) or hashlib.sha256(conv.id.encode()).hexdigest()[:32]
-        traceparent = child_traceparent(msg.traceparent, trace, os.urandom(8).hex())
+        # The turn span's context: parent of the model calls, stored with the turn, carried by the next
+        # message (whose turn links to it). Outside a delivery (tests calling _process): a fresh one.
+        traceparent = current_traceparent() or child_traceparent(
+            msg.traceparent,
+            trace_id_of(msg.traceparent) or hashlib.sha256(conv.id.encode()).hexdigest()[:32],
+            os.urandom(8).hex(),
+        )
         self.faults.at("before_model", conv.name)
         try:
             completion = await self.faults.model_call(
@@ -278,18 +286,21 @@ class AgentRuntime:
         if step.message is not None and step.routing_key is not None:
             nxt = step.message
             next_message = repo.NextMessage(nxt.message_id, nxt.seq, step.routing_key, nxt.body())
-        outcome = await repo.commit_turn(
-            db,
-            self._new_turn(conv.id, msg, ctx.role, completion, traceparent),
-            next_message,
-            step.end,
-            memory_note(completion.content) if self.s.memory_enabled else None,
-        )
+        with commit_span() as commit:
+            outcome = await repo.commit_turn(
+                db,
+                self._new_turn(conv.id, msg, ctx.role, completion, traceparent),
+                next_message,
+                step.end,
+                memory_note(completion.content) if self.s.memory_enabled else None,
+            )
+            commit.set_attribute(genai.STOA_TURN_OUTCOME, outcome)
         if outcome != "stored":
             await publish_outbox(db, bus, conv.id)
             return outcome
         self.faults.at("after_commit", conv.name)
-        await publish_outbox(db, bus, conv.id)
+        with publish_span(step.routing_key or "(conversation end)"):
+            await publish_outbox(db, bus, conv.id)
         self.faults.at("after_publish", conv.name)
         if step.end is not None:
             log.info(
@@ -328,6 +339,7 @@ class AgentRuntime:
             pod=self.pod,
             message_id=msg.message_id,
             traceparent=traceparent,
+            turn_ms=turn_ms(),
         )
 
 
@@ -339,4 +351,15 @@ def configure_logging(level: str) -> None:
 
 def run_agent(settings: AgentSettings, faults: Faults = NO_FAULTS) -> int:
     configure_logging(settings.log_level)
-    return asyncio.run(AgentRuntime(settings, faults).run())
+    setup_tracing(
+        "stoa-agent",
+        extra_resource={
+            "k8s.pod.name": settings.pod_name,
+            "k8s.namespace.name": settings.namespace,
+            genai.AGENT_NAME: settings.agent_name,
+        },
+    )
+    try:
+        return asyncio.run(AgentRuntime(settings, faults).run())
+    finally:
+        shutdown_tracing()  # export what is buffered (a SIGKILL loses it, as it loses the turn)

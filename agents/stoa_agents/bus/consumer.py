@@ -23,6 +23,7 @@ from stoa_agents.errors import failure_kind
 from stoa_agents.metrics import AgentMetrics
 from stoa_agents.protocol import MalformedMessageError, TurnMessage, parse_message
 from stoa_agents.store import repo
+from stoa_agents.turn_trace import turn_outcome, turn_span
 from stoa_agents.turns.classify import Action, FailureKind, classify, retry_delay
 
 log = logging.getLogger("stoa.agents.consumer")
@@ -114,41 +115,52 @@ class Consumer:
                 decision.action, message, message_key(message), f"malformed: {exc}", "malformed"
             )
             return
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self.on_delivery(bool(message.redelivered))
-                outcome = await self.process(msg)
-                await message.ack()
-                r.metrics.turns.labels(r.agent, outcome).inc()
-                if outcome == "stored":
-                    r.metrics.turn_seconds.labels(r.agent).observe(time.monotonic() - started)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                bus = r.bus
-                kind = failure_kind(exc, broker_closed=bus is None or bus.is_closed)
-                decision = classify(kind, time.monotonic() - started, self.infra_retry_seconds)
-                log.log(
-                    logging.INFO if decision.action is Action.RETRY else logging.WARNING,
-                    "Turn failed agent=%s pod=%s conversation=%s seq=%d kind=%s action=%s error=%r "
-                    "delivery_count=%s",
-                    r.agent,
-                    r.pod,
-                    msg.conversation,
-                    msg.seq,
-                    kind.value,
-                    decision.action.value,
-                    exc,
-                    header_int(headers, "x-delivery-count"),
-                )
-                if decision.action is Action.RETRY:
-                    await asyncio.sleep(retry_delay(attempt))
-                    continue
-                await self._settle(decision.action, message, msg.message_id, f"{kind.value}: {exc}")
-                return
+        delivery = header_int(headers, "x-delivery-count") or 0
+        with turn_span(
+            msg,
+            agent=r.agent,
+            namespace=r.key.rpartition("/")[0],
+            pod=r.pod,
+            delivery=delivery,
+            redelivered=bool(message.redelivered),
+        ) as span:
+            attempt = 0
+            while True:
+                attempt += 1
+                try:
+                    await self.on_delivery(bool(message.redelivered))
+                    outcome = await self.process(msg)
+                    await message.ack()
+                    turn_outcome(span, outcome)
+                    r.metrics.turns.labels(r.agent, outcome).inc()
+                    if outcome == "stored":
+                        r.metrics.turn_seconds.labels(r.agent).observe(time.monotonic() - started)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    bus = r.bus
+                    kind = failure_kind(exc, broker_closed=bus is None or bus.is_closed)
+                    decision = classify(kind, time.monotonic() - started, self.infra_retry_seconds)
+                    log.log(
+                        logging.INFO if decision.action is Action.RETRY else logging.WARNING,
+                        "Turn failed agent=%s pod=%s conversation=%s seq=%d kind=%s action=%s error=%r "
+                        "delivery_count=%s",
+                        r.agent,
+                        r.pod,
+                        msg.conversation,
+                        msg.seq,
+                        kind.value,
+                        decision.action.value,
+                        exc,
+                        header_int(headers, "x-delivery-count"),
+                    )
+                    if decision.action is Action.RETRY:
+                        await asyncio.sleep(retry_delay(attempt))
+                        continue
+                    turn_outcome(span, decision.action.value)
+                    await self._settle(decision.action, message, msg.message_id, f"{kind.value}: {exc}")
+                    return
 
     async def _settle(
         self,
