@@ -5,7 +5,6 @@ All functions are idempotent and safe to call from every reconcile.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime
 
@@ -17,7 +16,7 @@ from stoa_agents.outbox import publish_outbox
 from stoa_agents.protocol import make_message
 from stoa_agents.store import repo
 from stoa_agents.store.migrate import memory_schema
-from stoa_agents.tracing import new_traceparent
+from stoa_agents.turn_trace import publish_span, start_span, traceparent_of
 from stoa_agents.turns.policy import Phase, speaker_for
 from stoa_api.conversation import ConversationSpec
 from stoa_api.status import AgentShare, AgentStatus, ConversationStatus
@@ -67,28 +66,55 @@ async def start_conversation(
     existing = await repo.find_conversation(db, name)
     if existing is None:
         conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
-        traceparent = new_traceparent(secrets.token_hex(16), secrets.token_hex(8))
-        speaker = speaker_for(spec, 1, [])
-        message = make_message(
-            conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent, priority=spec.priority
-        )
-        first = repo.NextMessage(message.message_id, 1, participant_key(name, speaker), message.body())
-        phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
-        for participant in spec.participants:
-            await bus.declare_agent(participant_key(name, participant.agent_ref))
-        await repo.insert_conversation(
-            db,
-            conversation_id=conversation_id,
-            name=name,
-            spec=spec.model_dump(mode="json", by_alias=True),
-            phase=phase,
-            first=first,
-            traceparent=traceparent,
-            synthetic=synthetic,  # a probe (stoa_agents.probes): never in totals or user listings
-        )
+        with start_span(conversation_id, name) as span:
+            return await _start(
+                db,
+                bus,
+                name,
+                spec,
+                conversation_id=conversation_id,
+                synthetic=synthetic,
+                traceparent=traceparent_of(span),
+            )
     status = await conversation_status(db, name)
     assert status is not None
     await publish_outbox(db, bus, status.id)
+    return status
+
+
+async def _start(
+    db: asyncpg.Pool,
+    bus: Bus,
+    name: str,
+    spec: ConversationSpec,
+    *,
+    conversation_id: str,
+    synthetic: bool,
+    traceparent: str,
+) -> ConversationStatus:
+    """Create the record and turn 1 (carrying the start span's context), then publish it."""
+    speaker = speaker_for(spec, 1, [])
+    message = make_message(
+        conversation_id, name, 1, sender="", to=speaker, traceparent=traceparent, priority=spec.priority
+    )
+    first = repo.NextMessage(message.message_id, 1, participant_key(name, speaker), message.body())
+    phase = Phase.SUSPENDED if spec.suspend else Phase.PENDING
+    for participant in spec.participants:
+        await bus.declare_agent(participant_key(name, participant.agent_ref))
+    await repo.insert_conversation(
+        db,
+        conversation_id=conversation_id,
+        name=name,
+        spec=spec.model_dump(mode="json", by_alias=True),
+        phase=phase,
+        first=first,
+        traceparent=traceparent,
+        synthetic=synthetic,  # a probe (stoa_agents.probes): never in totals or user listings
+    )
+    status = await conversation_status(db, name)
+    assert status is not None
+    with publish_span(first.routing_key):
+        await publish_outbox(db, bus, status.id)
     return status
 
 

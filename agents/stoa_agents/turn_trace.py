@@ -167,3 +167,21 @@ def end_chat_attempt(span: Span, answered: Any, error_type: str, error: str) -> 
         span.set_attribute(genai.ERROR_TYPE, error_type)
         span.set_status(Status(StatusCode.ERROR, error[:300]))
     span.end()
+
+
+@contextmanager
+def start_span(conversation_id: str, name: str) -> Iterator[Span]:
+    """``start_conversation {name}``: the trace of a conversation's start (record + turn 1's publish)."""
+    with fixed_ids(ids.start_trace_id(conversation_id), None):
+        span = (
+            tracing()
+            .tracer(TRACER)
+            .start_span(
+                f"start_conversation {name}",
+                context=otel_context.Context(),
+                kind=SpanKind.INTERNAL,
+                attributes={genai.CONVERSATION_ID: conversation_id, genai.STOA_CONVERSATION: name},
+            )
+        )
+    with trace.use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True):
+        yield span

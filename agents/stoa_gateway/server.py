@@ -20,6 +20,7 @@ from stoa_gateway.limits import Limits, LocalLimits
 from stoa_gateway.metrics import GatewayMetrics
 from stoa_gateway.proxy import GATEWAY, handle_chat_completions
 from stoa_gateway.running import RunningServer, serve
+from stoa_telemetry.otel import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("stoa.gateway")
 RELOAD_TASK = web.AppKey("reload_task", asyncio.Task[None])
@@ -174,6 +175,7 @@ def run_gateway(
 ) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get up to 30 s to finish."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_tracing("stoa-gateway")  # OTEL_* from the environment; off without an endpoint
     app = create_app(config_path, audit_log=audit_log, limits=limits)
     # handler_cancellation: a client that goes away (an agent killed mid-turn) cancels its upstream call,
     # so nobody pays for an answer that no one will read and least-busy routing sees the slot free up.
@@ -186,6 +188,7 @@ def run_gateway(
         print=None,
         handler_cancellation=True,
     )
+    shutdown_tracing()
 
 
 class RunningGateway(RunningServer):
