@@ -232,7 +232,11 @@ async def test_one_trace_per_turn_across_processes_with_failover_and_kill(
     # attempt's gateway request is in the trace too, ended when its client went away.
     killed_turn = traces[3]
     tree = _tree(killed_turn)
-    redelivered = next(s for s in killed_turn if s["tags"].get("stoa.turn.outcome") == "stored")
+    redelivered = next(
+        s
+        for s in killed_turn
+        if s["name"].startswith("invoke_agent") and s["tags"].get("stoa.turn.outcome") == "stored"
+    )
     assert redelivered["tags"]["messaging.rabbitmq.message.delivery_count"] >= 1, tree
     interrupted = f"{ids.attempt_span_id(f'{conversation_id}:3', 0):016x}"
     assert (expected[3], interrupted) in redelivered["links"], tree
