@@ -48,6 +48,11 @@ console: ## Build the web console from web/ (npm ci from the lock file) into age
 openapi: venv ## Write the API's OpenAPI document to docs/api/openapi.json (a unit test fails when it is stale)
 	$(BIN)/stoa api --openapi docs/api/openapi.json
 
+.PHONY: observability-bins
+observability-bins: venv ## Build (first time, ~4 min) or locate Jaeger; install Prometheus + promtool (Debian) for the observability tests
+	$(BIN)/python -m stoa_devenv.jaeger
+	$(BIN)/python -m stoa_devenv.prometheus
+
 .PHONY: lint
 lint: venv ## ruff (lint + format check), mypy --strict and the import-linter layer contracts
 	$(BIN)/ruff check .
@@ -61,7 +66,7 @@ format: venv ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 .PHONY: test
-test: lint model k8s-bins images-local ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, Kubernetes node)
+test: lint model k8s-bins images-local observability-bins ## Everything CI runs: lint, unit, integration and e2e tests (real PostgreSQL, RabbitMQ, Kubernetes node)
 	$(BIN)/pytest -ra --durations=15 tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
 
 .PHONY: test-unit
@@ -69,7 +74,7 @@ test-unit: venv ## Unit tests only (pure code, no services)
 	$(BIN)/pytest -ra tests/unit $(PYTEST_ARGS)
 
 .PHONY: test-integration
-test-integration: venv ## Integration tests (real PostgreSQL and RabbitMQ)
+test-integration: venv observability-bins ## Integration tests (real PostgreSQL, RabbitMQ, Jaeger, Prometheus)
 	$(BIN)/pytest -ra tests/integration $(PYTEST_ARGS)
 
 .PHONY: e2e

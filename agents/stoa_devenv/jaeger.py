@@ -235,3 +235,13 @@ class JaegerServer:
                 return None
             raise
         return data[0] if data else None
+
+
+def main() -> int:
+    """Build (first time) or locate the Jaeger binary and print its path (``make observability-bins``)."""
+    print(f"{'jaeger':24} {jaeger_binary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

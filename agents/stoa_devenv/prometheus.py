@@ -160,3 +160,16 @@ class PrometheusServer:
     def targets_up(self) -> dict[str, str]:
         data = self.api("targets")
         return {t["scrapeUrl"]: t["health"] for t in data["activeTargets"]}
+
+
+def main() -> int:
+    """Install (as root, when missing) or locate Prometheus and promtool and print their paths."""
+    server, tool = prometheus_binaries()
+    print(f"{'prometheus':24} {server}\n{'promtool':24} {tool}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -237,7 +237,10 @@ def test_probe_and_slo_status_from_turn_records(
         availability = _slo(recovered)["availability"]
         bad = availability["badEvents"]
         assert availability["sli"] == pytest.approx(100 * (1 - bad / availability["events"]), abs=1e-3)
-        assert "latency" in _slo(recovered)
+        latency = _slo(recovered)["latency"]
+        assert latency["events"] >= 21  # every stored turn (user turns and the successful probe)
+        assert latency["badEvents"] == 0  # each took well under 10 s from delivery to commit
+        assert latency["errorBudgetRemaining"] == 1
         # The probe never counts in the agent's totals: only the 20 user turns do.
         assert recovered["status"]["turnsHandled"] == 20
         burn = {r["window"]: r["rate"] for r in availability["burnRates"]}
