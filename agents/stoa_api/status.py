@@ -55,6 +55,7 @@ class ModelPolicyStatus(_Status):
     gateway: str | None = Field(default=None, description="Deployment serving this policy")
     config_hash: str | None = None
     targets: list[TargetHealth] = Field(default_factory=list)
+    prometheus_rule: str | None = Field(default=None, description="PrometheusRule holding the SLO rules")
 
 
 class BurnRate(_Status):

@@ -10,16 +10,11 @@ from stoa_api.agent import AgentSpec
 from stoa_api.status import AgentStatus
 from stoa_operator.builders.agent import AgentInputs, build_agent
 from stoa_operator.builders.common import agent_child_name, gateway_endpoint, owner_from_body
-from stoa_operator.builders.observability import (
-    PROMETHEUS_RULE_API,
-    PROMETHEUS_RULE_KIND,
-    build_prometheus_rule,
-    prometheus_rule_name,
-)
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import observability, readiness
 from stoa_operator.reconcile.conditions import Observation
 from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
+from stoa_operator.reconcile.slo_rules import apply_slo_rules
 from stoa_operator.runtime_adapter import Connection, RuntimeUnavailableError, agent_queue
 from stoa_telemetry.rules import agent_rules
 
@@ -83,26 +78,6 @@ def _runtime_fields(
     return fields, [readiness.runtime_synced(None, configured=True), *observed]
 
 
-def _slo_rules(ctx: Context, body: dict[str, Any], spec: AgentSpec) -> str | None:
-    """The Agent's SLO rules as a PrometheusRule (owned by it) when that API exists; returns its name.
-
-    Without ``spec.slo`` a rule this Agent had (``status.prometheusRule``) is deleted."""
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    had = (body.get("status") or {}).get("prometheusRule")
-    if spec.slo is None:
-        if had:
-            ctx.kube.delete(PROMETHEUS_RULE_API, PROMETHEUS_RULE_KIND, namespace, had)
-        return None
-    if not ctx.api_available(PROMETHEUS_RULE_API, "prometheusrules"):
-        return None
-    owner = owner_from_body(body).reference(controller=True)
-    rules = agent_rules(namespace, name, spec.slo)
-    labels = ctx.settings.prometheus_rule_labels_map()
-    ctx.kube.apply(build_prometheus_rule("Agent", namespace, name, rules, owner=owner, extra_labels=labels))
-    return prometheus_rule_name("Agent", name)
-
-
 def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -133,7 +108,7 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
     applied = [ctx.kube.apply(child) for child in build_agent(inputs)]
     ro = readiness.rollout(applied[-1])
     observations = readiness.workload(f"Deployment {agent_child_name(name)}", ro, [], "")
-    rule = _slo_rules(ctx, body, spec)
+    rule = apply_slo_rules(ctx, body, agent_rules(namespace, name, spec.slo) if spec.slo else None)
     runtime_fields, synced = _runtime_fields(ctx, namespace, name, spec)
     status = AgentStatus(
         replicas=spec.replicas,

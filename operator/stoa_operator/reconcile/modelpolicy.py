@@ -20,6 +20,8 @@ from stoa_operator.builders.gateway import GatewayInputs, build_gateway, config_
 from stoa_operator.models.kinds import MODEL_POLICY
 from stoa_operator.reconcile import readiness
 from stoa_operator.reconcile.context import Context, Outcome, finish, validated_spec
+from stoa_operator.reconcile.slo_rules import apply_slo_rules
+from stoa_telemetry.rules import policy_rules
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,9 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
     replies = _gateway_replies(ctx, namespace)
     observations.append(readiness.limits_shared(replies))
     targets = readiness.merge_target_health(name, [t.name for t in spec.targets], replies)
+    rule = apply_slo_rules(ctx, body, policy_rules(namespace, name, spec.slo) if spec.slo else None)
     status = ModelPolicyStatus(
+        prometheus_rule=rule,
         endpoint=gateway_endpoint(namespace, ctx.settings.gateway_port_number),
         gateway=GATEWAY_NAME,
         config_hash=config_hash(config_text),
