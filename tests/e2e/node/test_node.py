@@ -6,6 +6,7 @@ rejected at once, names outside the cluster do not resolve)."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import urllib.request
@@ -55,6 +56,14 @@ def _web(bed: Bed, name: str) -> dict[str, Any]:
         ],
     }
     return deployment(name, pod_spec, replicas=1)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (test bed address)
+            return int(resp.status) == 200
+    except OSError:
+        return False
 
 
 def _service(name: str) -> dict[str, Any]:
@@ -129,11 +138,11 @@ def test_pod_runs_non_root_on_a_read_only_root_and_is_served_by_its_service(
     )  # fmt: skip
     assert "Read-only file system" in touch
     assert "GET / HTTP/1.1" in bed.kubectl("logs", "-n", namespace, pod["metadata"]["name"])
-    # host -> Service (kube-proxy's DNAT) and host -> pod.
+    # host -> Service (kube-proxy's DNAT, programmed asynchronously after the endpoint turns Ready: until
+    # then the guard refuses the unknown ClusterIP) and host -> pod.
     cluster_ip = bed.get("service", "web", "-n", namespace)["spec"]["clusterIP"]
     for url in (f"http://{cluster_ip}/", f"http://{pod['status']['podIP']}:8080/"):
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (test bed address)
-            assert resp.status == 200
+        assert wait_for(functools.partial(_http_ok, url), 30, f"GET {url}")
 
 
 def test_pods_reach_services_by_cluster_dns_and_the_api_server_in_cluster(
@@ -160,11 +169,18 @@ def test_pods_reach_services_by_cluster_dns_and_the_api_server_in_cluster(
     }
     bed.kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all([account, role, binding]))
     script = f"""
-import socket, urllib.request
+import socket, time, urllib.request
 from kubernetes import client, config
+def get(url):
+    for _ in range(60):  # kube-proxy programs a new Service asynchronously
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return resp.status
+        except OSError:
+            time.sleep(0.5)
+    return None
 for name in ("web", "web.{namespace}", "web.{namespace}.svc", "web.{namespace}.svc.cluster.local"):
-    with urllib.request.urlopen(f"http://{{name}}/", timeout=5) as resp:
-        print(name, resp.status, socket.gethostbyname(name))
+    print(name, get(f"http://{{name}}/"), socket.gethostbyname(name))
 with urllib.request.urlopen("http://{pod["status"]["podIP"]}:8080/", timeout=5) as resp:
     print("pod", resp.status)
 config.load_incluster_config()
