@@ -45,6 +45,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
+    gw.metrics.limits_shared.set(1 if gw.limits.shared else 0)
     return web.Response(
         body=generate_latest(gw.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

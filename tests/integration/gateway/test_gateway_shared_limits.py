@@ -175,6 +175,8 @@ async def test_redis_killed_then_restarted(
             await until(all_fell_back, 3.0)
             fallback = await limits_of(http, gws)
             assert all("cannot reach" in str(s["reason"]) and s["replicas"] == 3 for s in fallback), fallback
+            async with http.get(f"{gws[0].url}/metrics") as resp:
+                assert "stoa_gateway_limits_shared 0.0" in await resp.text()
             during = model.chat_requests
             await asyncio.sleep(1.0)
             outage_admitted = model.chat_requests - during
