@@ -47,6 +47,7 @@ class Gateway:
         self.config_hash = config_hash
         self.loaded_at = time.time()
         self.last_reload_error: str | None = None
+        self.rejected_hash: str | None = None  # the last config content that did not validate
         self.apply_config(config, config_hash)
         metrics.watch_budgets(self._budgets)
 

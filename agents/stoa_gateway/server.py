@@ -83,12 +83,12 @@ def reload_once(gw: Gateway, path: Path) -> bool:
             gw.last_reload_error = message
         return False
     digest = content_hash(content)
-    if digest == gw.config_hash or digest == getattr(gw, "_rejected_hash", None):
+    if digest in (gw.config_hash, gw.rejected_hash):
         return False
     try:
         config = parse_gateway_config(content, str(path))
     except ConfigError as exc:
-        gw._rejected_hash = digest  # type: ignore[attr-defined]
+        gw.rejected_hash = digest
         gw.last_reload_error = str(exc)
         gw.metrics.config_reloads.labels("error").inc()
         log.error("Config reload rejected, keeping the active config config=%s error=%s", path, exc)
