@@ -53,7 +53,7 @@ class GatewayProcess:
         out.close()
         return self
 
-    async def ready(self, limit_seconds: float = 30.0) -> None:
+    async def ready(self, limit_seconds: float = 90.0) -> None:
         deadline = time.monotonic() + limit_seconds
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:

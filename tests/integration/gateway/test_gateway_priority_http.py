@@ -15,6 +15,7 @@ async def test_critical_succeeds_while_batch_is_shed(
     fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
 ) -> None:
     model = await fake(replies=["ok"])
+    started = time.monotonic()
     gw = await gateway(
         {
             "chat": {
@@ -27,6 +28,15 @@ async def test_critical_succeeds_while_batch_is_shed(
             }
         }
     )
+    batch = {"X-Stoa-Priority": "batch"}
+
+    async def one_batch() -> int:
+        async with http.post(f"{gw.base_url}/chat/completions", json=ask("chat"), headers=batch) as resp:
+            return resp.status
+
+    drain = await asyncio.gather(*(one_batch() for _ in range(150)))  # batch takes the burst ...
+    assert 429 in drain
+    assert model.chat_requests <= 96 + 2 * (time.monotonic() - started)  # ... down to the critical reserve
     results: Counter[tuple[str, int]] = Counter()
     retry_after: list[int] = []
     deadline = time.monotonic() + 4.0
@@ -46,15 +56,15 @@ async def test_critical_succeeds_while_batch_is_shed(
     await asyncio.gather(
         *(caller("batch", 0.0) for _ in range(6)),
         *(caller("normal", 0.2) for _ in range(2)),
-        *(caller("critical", 0.25) for _ in range(2)),
+        *(caller("critical", 0.3) for _ in range(2)),
     )
 
     critical = results[("critical", 200)] / sum(n for (p, _), n in results.items() if p == "critical")
     print(dict(results))
     assert critical >= 0.99
-    assert results[("critical", 200)] >= 20
+    assert results[("critical", 200)] >= 8
     assert results[("batch", 429)] > results[("batch", 200)]  # the limit binds, and batch pays for it
-    assert model.chat_requests <= 120 + 2 * 5  # the limit held: burst + refill over the run
+    assert model.chat_requests <= 120 + 2 * (time.monotonic() - started)  # the limit held: burst + refill
     assert retry_after
     assert min(retry_after) >= 1
     ok = await metric(http, gw, "stoa_gateway_priority_requests_total", priority="critical", outcome="ok")
@@ -62,7 +72,7 @@ async def test_critical_succeeds_while_batch_is_shed(
         http, gw, "stoa_gateway_priority_requests_total", priority="batch", outcome="rate_limited"
     )
     assert ok == results[("critical", 200)]
-    assert shed == results[("batch", 429)]
+    assert shed == results[("batch", 429)] + drain.count(429)
     assert await metric(http, gw, "stoa_gateway_queue_wait_seconds_count", priority="critical") == ok
 
 
