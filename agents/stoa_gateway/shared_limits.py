@@ -36,6 +36,8 @@ CALL_TIMEOUT_SECONDS = 0.3
 MEMBER_TTL_SECONDS = 3.0
 SPEND_TTL_SECONDS = 2 * 86400
 SETTLE_SECONDS = RECONNECT_SECONDS + 0.5
+BEAT_SECONDS = 0.5  # heartbeat, epoch check and the others' spend at least this often
+MIN_GAP_SECONDS = 0.02  # a woken sync waits this long at least: one round of leases serves many calls
 
 # KEYS: epoch, members, buckets...; ARGV: epoch candidate, replica id ('' = none), member TTL, then per
 # bucket: capacity, amount, floor, mode ('l' lease up to amount leaving floor, 'c' charge; refund < 0).
@@ -107,6 +109,7 @@ class SharedLimits(Limits):
         self.spend_seen: dict[str, tuple[str, float]] = {}  # policy -> (day, total in Redis)
         self.spend_unsynced: dict[tuple[str, str], float] = {}  # (policy, day) -> USD not pushed yet
         self._wake = asyncio.Event()
+        self._last_beat = self._last_spend = 0.0
         self._task: asyncio.Task[None] | None = None
         self._redis = aioredis.Redis.from_url(
             url,
@@ -243,13 +246,15 @@ class SharedLimits(Limits):
 
     async def _sync(self) -> None:
         now = time.monotonic()
-        epoch = await self._run([], heartbeat=True)
-        if self.connected and self.epoch is not None and epoch != self.epoch:
-            self._down(RuntimeError("the shared limit backend lost its state"))
-        if not self.connected:
-            await self._reconnect(epoch, now)
+        if not self.connected or now - self._last_beat >= BEAT_SECONDS:
+            epoch = await self._run([], heartbeat=True)
+            self._last_beat = now
+            if self.connected and self.epoch is not None and epoch != self.epoch:
+                self._down(RuntimeError("the shared limit backend lost its state"))
             if not self.connected:
-                return
+                await self._reconnect(epoch, now)
+                if not self.connected:
+                    return
         ops, handed = [], []
         for key, lease in list(self.leases.items()):
             if lease.forgotten(now):
@@ -263,7 +268,9 @@ class SharedLimits(Limits):
             await self._run(ops, heartbeat=False)
             for lease, back in handed:
                 lease.allowance -= back
-        await self._push_spend()
+        if any(self.spend_unsynced.values()) or now - self._last_spend >= BEAT_SECONDS:
+            await self._push_spend()
+            self._last_spend = now
 
     async def _reconnect(self, epoch: str, now: float) -> None:
         """Back after an outage: hand back what this replica consumed meanwhile, keep to its share a little
@@ -363,9 +370,10 @@ class SharedLimits(Limits):
                 continue
             except Exception:  # a dead sync task would freeze every lease
                 log.exception("Shared limits sync failed")
+            await asyncio.sleep(MIN_GAP_SECONDS)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(SYNC_SECONDS):
+                async with asyncio.timeout(SYNC_SECONDS - MIN_GAP_SECONDS):
                     await self._wake.wait()
 
     def _mark_unreachable(self, exc: BaseException) -> None:

@@ -130,14 +130,14 @@ async def test_replica_added_and_removed(
     started = time.monotonic()
     load = asyncio.create_task(drive({"a": (a.url, 4), "b": (b.url, 2)}, ask("chat"), 5.0, tally))
     async with aiohttp.ClientSession() as http:
-        await until(lambda: _replicas_seen(http, a, 2), 3.0)
+        await until(lambda: _replicas_seen(http, a, 2), 6.0)
         c = replicas("c", redis_server.url)
         await c.ready()
         extra = asyncio.create_task(drive({"c": (c.url, 2)}, ask("chat"), 2.0, tally))
-        await until(lambda: _replicas_seen(http, a, 3), 3.0)
+        await until(lambda: _replicas_seen(http, a, 3), 6.0)
         await extra
         b.stop()  # SIGTERM: returns its leases and leaves the member set
-        await until(lambda: _replicas_seen(http, a, 2), 3.0)
+        await until(lambda: _replicas_seen(http, a, 2), 6.0)
         await load
     elapsed = time.monotonic() - started
     ratio = model.chat_requests / allowed(elapsed)
