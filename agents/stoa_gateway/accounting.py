@@ -16,9 +16,9 @@ def usage_of(call: Call, target: Target, usage: Any, output_chars: int) -> Usage
 
 def account(call: Call, target: Target, usage: Usage) -> None:
     m, policy, agent = call.gw.metrics, call.policy, call.agent_label
-    m.input_tokens.labels(policy, target.name, agent).inc(usage.input_tokens)
-    m.output_tokens.labels(policy, target.name, agent).inc(usage.output_tokens)
-    m.cost.labels(policy, target.name, agent).inc(usage.cost_usd)
+    m.child(m.input_tokens, policy, target.name, agent).inc(usage.input_tokens)
+    m.child(m.output_tokens, policy, target.name, agent).inc(usage.output_tokens)
+    m.child(m.cost, policy, target.name, agent).inc(usage.cost_usd)
     if call.conversation:
         conversation = m.conversation(call.conversation)
         m.conversation_tokens.labels(policy, conversation).inc(usage.total_tokens)

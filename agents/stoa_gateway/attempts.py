@@ -111,7 +111,8 @@ async def _attempt(
     url, headers = completions_url(target.base_url), _headers(call, target, span)
     rt = runtime.target_runtime(target.name)
     rt.in_flight += 1
-    gw.metrics.in_flight.labels(call.policy, target.name).inc()
+    in_flight = gw.metrics.child(gw.metrics.in_flight, call.policy, target.name)
+    in_flight.inc()
     handed_over = False
     attempt_started = time.monotonic()
     try:
@@ -128,7 +129,7 @@ async def _attempt(
             return response
         decision = "ok"
         rt.last_success_at = time.time()
-        gw.metrics.attempts.labels(call.policy, target.name, "ok").inc()
+        gw.metrics.child(gw.metrics.attempts, call.policy, target.name, "ok").inc()
         if isinstance(result, Completion):
             rt.ewma_latency = ewma(rt.ewma_latency, time.monotonic() - attempt_started)
             gw.record(
@@ -149,7 +150,7 @@ async def _attempt(
     finally:
         if not handed_over:
             rt.in_flight -= 1
-            gw.metrics.in_flight.labels(call.policy, target.name).dec()
+            in_flight.dec()
         record_attempt(call, target, attempt_started, failure)
         end_attempt(span, decision, failure)
 

@@ -45,9 +45,10 @@ class Call:
 
     def count(self, target: str, outcome: str) -> None:
         self.spans.counted(target, outcome)
-        self.gw.metrics.ensure_series(self.policy, self.agent_label)
-        self.gw.metrics.requests.labels(self.policy, target, self.agent_label, outcome).inc()
-        self.gw.metrics.priority_requests.labels(self.policy, str(self.priority), outcome).inc()
+        m = self.gw.metrics
+        m.ensure_series(self.policy, self.agent_label)
+        m.child(m.requests, self.policy, target, self.agent_label, outcome).inc()
+        m.child(m.priority_requests, self.policy, str(self.priority), outcome).inc()
 
     def response_headers(self, target: Target, usage: Usage | None = None) -> dict[str, str]:
         headers = {

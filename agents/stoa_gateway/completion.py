@@ -52,7 +52,8 @@ def completion_response(call: Call, target: Target, result: Completion) -> web.R
         body["model"] = target.model
     account(call, target, usage)
     record_served(call, target, usage, str(body["model"]), completion_text(body))
-    call.gw.metrics.latency.labels(call.policy, target.name).observe(time.monotonic() - call.started)
+    m = call.gw.metrics
+    m.child(m.latency, call.policy, target.name).observe(time.monotonic() - call.started)
     call.count(target.name, "ok")
     return web.Response(
         body=json.dumps(body, separators=(",", ":")).encode(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -64,7 +65,12 @@ def cost_header(cost_usd: float) -> str:
 
 
 def utc_day(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+    return _day_name(int(epoch // 86400))
+
+
+@functools.lru_cache(maxsize=4)
+def _day_name(day: int) -> str:  # called on every request: format each UTC day once
+    return dt.datetime.fromtimestamp(day * 86400, dt.UTC).strftime("%Y-%m-%d")
 
 
 def seconds_to_utc_midnight(epoch: float) -> float:

@@ -73,6 +73,8 @@ class Lease:
     def chunk(self, amount: float, now: float) -> float:
         """How much to lease so that ``amount`` fits and the next HORIZON of traffic needs no round trip."""
         need = max(0.0, amount - self.allowance)
+        if self.seen_level is not None and self.shared_level(now) - self.floor < 2 * need + 1:
+            return need  # at the limit: only what this call needs
         ahead = self.rate_at(now) * HORIZON_SECONDS
         wanted = max(need, ahead - self.allowance + amount)
         return max(need, min(wanted, self.capacity * MAX_CHUNK_FRACTION))
@@ -106,9 +108,13 @@ class Lease:
         return 0.0 if which is None else which.now(self.capacity, replicas, now)
 
     def needs_more(self, now: float) -> bool:
-        """Active, and the allowance is below the low-water mark of a chunk."""
+        """Active, below the low-water mark of a chunk, and the bucket has plenty left. At the limit
+        nobody leases ahead: every replica asks when a call needs it, so the refill goes where the
+        calls are (a replica that leased ahead would take it from a newcomer)."""
         active = now - self.last_used < IDLE_SECONDS
-        return active and self.allowance < LOW_WATER * self.rate_at(now) * HORIZON_SECONDS
+        ahead = self.rate_at(now) * HORIZON_SECONDS
+        plenty = self.shared_level(now) - self.floor >= 2 * max(1.0, ahead)
+        return active and plenty and self.allowance < LOW_WATER * ahead
 
     def idle(self, now: float) -> bool:
         return now - max(self.last_used, self.created) >= IDLE_SECONDS

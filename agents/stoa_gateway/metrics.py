@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -26,6 +27,7 @@ class GatewayMetrics:
         self.genai_client = GenAIClientMetrics(r)
         self.genai_server = GenAIServerMetrics(r)
         self._initialized: set[tuple[str, str]] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.agents = BoundedLabels(MAX_AGENTS)
         self.conversations = BoundedLabels(MAX_CONVERSATIONS)
         self.requests = Counter(
@@ -174,6 +176,14 @@ class GatewayMetrics:
 
     def watch_budgets(self, rows: BudgetRows) -> None:
         self.registry.register(_BudgetCollector(rows))
+
+    def child(self, metric: Counter | Histogram | Gauge, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: the hot paths count every request."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def agent(self, raw: str | None) -> str:
         return self.agents.value(raw)

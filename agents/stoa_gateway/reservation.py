@@ -61,13 +61,19 @@ class Reservation:
         return self.limits.wait(self._agent(), now, self.reserve)
 
     def target_wait(self, target: Target, now: float) -> float:
+        if target.rpm is None and target.tpm is None:
+            return 0.0
         return self.limits.wait(target_demands(self.policy, target, self.input_tokens), now, self.reserve)
 
     async def take_agent(self, now: float) -> float:
         """0.0 when the agent's limits took this request, else the seconds to wait."""
-        return await self.limits.take(self._agent(), now, self.reserve)
+        demands = self._agent()
+        return await self.limits.take(demands, now, self.reserve) if demands else 0.0
 
     async def take_target(self, target: Target, now: float) -> float:
+        if target.rpm is None and target.tpm is None:
+            self.taken.add(target.name)
+            return 0.0
         wait = await self.limits.take(
             target_demands(self.policy, target, self.input_tokens), now, self.reserve
         )
@@ -85,7 +91,11 @@ class Reservation:
 
     def settle(self, target: Target, total_tokens: int, cost_usd: float, now: float, epoch: float) -> None:
         """Correct the tpm buckets from the estimate to the real tokens; add the spend."""
+        if cost_usd:
+            self.limits.add_spend(self.policy, epoch, cost_usd)
         extra = total_tokens - self.input_tokens
+        if not extra:
+            return
         tpm = [d for d in target_demands(self.policy, target, extra) if d.key.endswith("/tpm")]
         tpm += [
             d
@@ -93,7 +103,4 @@ class Reservation:
             if d.key.endswith("/tpm")
         ]
         for demand in tpm:
-            if demand.amount:
-                self.limits.charge(demand, now)
-        if cost_usd:
-            self.limits.add_spend(self.policy, epoch, cost_usd)
+            self.limits.charge(demand, now)

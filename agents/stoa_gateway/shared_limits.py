@@ -340,7 +340,8 @@ class SharedLimits(Limits):
         self.fallback = LocalLimits(self.replicas, self.reason)
         for key, lease in self.leases.items():
             share = lease.capacity / self.replicas
-            level = min(share, max(0.0, lease.allowance) + max(0.0, lease.shared_level(now)) / self.replicas)
+            seen = lease.seen_level if lease.seen_level is not None else float(lease.capacity)
+            level = min(share, max(0.0, lease.allowance) + max(0.0, seen) / self.replicas)
             self.fallback.buckets[key] = Bucket(level, now)
         log.error(
             "Shared limits unreachable, each replica holds its share replicas=%d reason=%s",
