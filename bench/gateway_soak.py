@@ -247,5 +247,5 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1_000_000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--chunk-seconds", type=int, default=15, help="wrk run length between samples")
-    parser.add_argument("--max-seconds", type=float, default=7200, help="stop here even if short of --requests")
+    parser.add_argument("--max-seconds", type=float, default=7200, help="stop even if short of --requests")
     asyncio.run(main(parser.parse_args()))
