@@ -32,7 +32,8 @@ log = logging.getLogger("stoa.gateway.limits")
 
 SYNC_SECONDS = 0.2
 RECONNECT_SECONDS = 1.0
-CALL_TIMEOUT_SECONDS = 0.3
+CALL_TIMEOUT_SECONDS = 0.3  # a call waiting for a lease waits no longer
+SYNC_TIMEOUT_SECONDS = 1.0  # the background task: no answer within this long means unreachable
 MEMBER_TTL_SECONDS = 3.0
 SPEND_TTL_SECONDS = 2 * 86400
 SETTLE_SECONDS = RECONNECT_SECONDS + 0.5
@@ -98,14 +99,15 @@ class SharedLimits(Limits):
         self.url = url
         self.prefix = prefix
         self.replica_id = replica_id or secrets.token_hex(6)
-        self.replicas = max(1, replicas)  # ready replicas: last member count seen, else the configured one
+        self.configured = max(1, replicas)  # the Deployment's replicas: the share is never larger
+        self.replicas = self.configured  # ready replicas: the last member count seen
         self.connected = False
         self.reason = "not connected yet"
         self.since = time.time()
         self.epoch: str | None = None
         self.settle_until: float | None = None  # reconnected: still at the share until then
         self.leases: dict[str, Lease] = {}
-        self.fallback = LocalLimits(self.replicas, "shared limit backend unreachable")
+        self.fallback = LocalLimits(self.configured, "shared limit backend unreachable")
         self.spend_seen: dict[str, tuple[str, float]] = {}  # policy -> (day, total in Redis)
         self.spend_unsynced: dict[tuple[str, str], float] = {}  # (policy, day) -> USD not pushed yet
         self._wake = asyncio.Event()
@@ -113,8 +115,8 @@ class SharedLimits(Limits):
         self._task: asyncio.Task[None] | None = None
         self._redis = aioredis.Redis.from_url(
             url,
-            socket_timeout=CALL_TIMEOUT_SECONDS,
-            socket_connect_timeout=CALL_TIMEOUT_SECONDS,
+            socket_timeout=SYNC_TIMEOUT_SECONDS,
+            socket_connect_timeout=SYNC_TIMEOUT_SECONDS,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             decode_responses=True,
@@ -165,12 +167,11 @@ class SharedLimits(Limits):
                 for d, lease in short
             ]
             try:
-                await self._run(ops, heartbeat=False)
-            except (RedisError, OSError, TimeoutError) as exc:
-                self._down(exc)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._redis.connection_pool.disconnect()
-                return self._take_fallback(demands, now, reserve)
+                await self._run(ops, heartbeat=False, limit_seconds=CALL_TIMEOUT_SECONDS)
+            except (RedisError, OSError, TimeoutError):
+                # Only the sync task decides that Redis is down (one slow answer is no outage); this
+                # call is refused for now, the next ones get the fallback share if Redis stays away.
+                return RECONNECT_SECONDS
             waits = [lease.wait(d.amount, reserve * d.capacity, now) for d, lease in short]
             if any(lease.allowance < d.amount for d, lease in short):
                 return max([*waits, 60.0 / max(d.capacity for d, _ in short)])
@@ -204,7 +205,7 @@ class SharedLimits(Limits):
         unsynced = self.spend_unsynced.get((policy, day), 0.0)
         if self.connected:
             return seen + unsynced
-        return seen + unsynced * self.replicas  # this replica's share of what is left
+        return seen + unsynced * max(self.replicas, self.configured)  # its share of what is left
 
     def add_spend(self, policy: str, epoch: float, usd: float) -> None:
         key = (policy, utc_day(epoch))
@@ -222,13 +223,15 @@ class SharedLimits(Limits):
         }
 
     # ---- Redis
-    async def _run(self, ops: Sequence[BucketOp], *, heartbeat: bool) -> str:
+    async def _run(
+        self, ops: Sequence[BucketOp], *, heartbeat: bool, limit_seconds: float = SYNC_TIMEOUT_SECONDS
+    ) -> str:
         """Apply ``ops`` in one script call and fold the replies into the leases; returns the epoch."""
         keys = [self._key("epoch"), self._key("replicas"), *(self._key(f"bucket:{op.key}") for op in ops)]
         args: list[Any] = [secrets.token_hex(8), self.replica_id if heartbeat else "", MEMBER_TTL_SECONDS]
         for op in ops:
             args += [op.capacity, repr(float(op.amount)), repr(float(op.floor)), "l" if op.lease else "c"]
-        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+        async with asyncio.timeout(limit_seconds):
             reply = await self._script(keys=keys, args=args)
         now = time.monotonic()
         epoch, members = str(reply[0]), int(reply[1])
@@ -321,7 +324,7 @@ class SharedLimits(Limits):
             pipe.expire(key, SPEND_TTL_SECONDS)
         for policy in policies:
             pipe.get(self._key(f"spend:{policy}:{day}"))
-        async with asyncio.timeout(CALL_TIMEOUT_SECONDS):
+        async with asyncio.timeout(SYNC_TIMEOUT_SECONDS):
             replies = await pipe.execute()
         for pushed, usd in pending.items():
             self.spend_unsynced[pushed] -= usd
@@ -337,11 +340,12 @@ class SharedLimits(Limits):
         self.connected = False
         self.reason = f"cannot reach {self._safe_url()}: {type(exc).__name__}: {exc}"[:300]
         self.since = time.time()
-        self.fallback = LocalLimits(self.replicas, self.reason)
+        divisor = max(self.replicas, self.configured)
+        self.fallback = LocalLimits(divisor, self.reason)
         for key, lease in self.leases.items():
-            share = lease.capacity / self.replicas
+            share = lease.capacity / divisor
             seen = lease.seen_level if lease.seen_level is not None else float(lease.capacity)
-            level = min(share, max(0.0, lease.allowance) + max(0.0, seen) / self.replicas)
+            level = min(share, max(0.0, lease.allowance) + max(0.0, seen) / divisor)
             self.fallback.buckets[key] = Bucket(level, now)
         log.error(
             "Shared limits unreachable, each replica holds its share replicas=%d reason=%s",

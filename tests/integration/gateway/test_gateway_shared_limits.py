@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from stoa_devenv.redis import RedisServer
 from stoa_testing.fake_provider import RunningFake, start_fake_provider
@@ -20,6 +21,7 @@ from stoa_testing.replicas import GatewayProcess, Tally, drive, write_config
 
 RPM = 120
 BOUND = 1.05
+RESTART_BOUND = 1.10  # across a restart that lost Redis's data the hand-back is approximate (docs)
 
 
 def allowed(seconds: float) -> float:
@@ -146,6 +148,15 @@ async def test_replica_added_and_removed(
     assert tally.ok("c") > 0
 
 
+async def _bucket_level(redis: RedisServer, prefix: str) -> float:
+    client = aioredis.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        level = await client.hget(f"{{{prefix}}}:bucket:chat/target/m/rpm", "l")
+    finally:
+        await client.aclose()
+    return float(level) if level is not None else float(RPM)
+
+
 async def _replicas_seen(http: aiohttp.ClientSession, gw: GatewayProcess, count: int) -> bool:
     limits = (await gw.status(http))["limits"]
     return bool(limits["shared"]) and limits["replicas"] == count
@@ -164,7 +175,13 @@ async def test_redis_killed_then_restarted(
         split = {"hot": (gws[0].url, 6), "warm": (gws[1].url, 2), "cold": (gws[2].url, 1)}
         load = asyncio.create_task(drive(split, ask("chat"), 6.0, tally))
         async with aiohttp.ClientSession() as http:
-            await asyncio.sleep(1.5)
+
+            async def binding() -> bool:  # the burst is spent: from here on only the refill is left
+                return any(status == 429 for (_, status) in tally.statuses)
+
+            await until(binding, 10.0)
+            await asyncio.sleep(0.5)
+            left = await _bucket_level(redis, gws[0].prefix)  # what the replicas may share out
             redis.kill()
             killed = time.monotonic()
 
@@ -195,6 +212,7 @@ async def test_redis_killed_then_restarted(
         f"redis kill/restart: admitted={model.chat_requests} allowed={allowed(elapsed):.0f} "
         f"ratio={ratio:.3f} outage_1s={outage_admitted} restored_after={restored:.1f}s"
     )
-    assert outage_admitted <= BOUND * (RPM / 60 * 1.0 + 3)  # the shares' refill: never unlimited
-    assert ratio <= BOUND
+    # Each replica's share of what was left, plus the shares' refill: never unlimited.
+    assert outage_admitted <= BOUND * (max(0.0, left) + RPM / 60 * (restored + 1.0) + 3)
+    assert ratio <= RESTART_BOUND
     assert tally.ok("cold") > 0
