@@ -116,16 +116,20 @@ async def main_async(turns: int) -> None:
     async with environment() as env:
         rows = []
         for concurrent, prefetch in ROWS:
-            ceiling = await ceiling_rate(env, concurrent, turns, prefetch)
+            # The ceiling right before and right after the runtime, the better one counts: on a shared
+            # machine the load moves, and a ceiling measured in a quiet moment never flatters the ratio.
+            before = await ceiling_rate(env, concurrent, turns, prefetch)
             runtime = await runtime_rate(env, concurrent, turns, prefetch)
+            after = await ceiling_rate(env, concurrent, turns, prefetch)
+            ceiling = max(before["msgs_per_s"], after["msgs_per_s"])
             row = {
                 "concurrent_conversations": concurrent,
                 "prefetch": prefetch,
-                "ceiling_msgs_per_s": ceiling["msgs_per_s"],
+                "ceiling_msgs_per_s": ceiling,
                 "runtime_turns_per_s": runtime["turns_per_s"],
-                "ratio": round(runtime["turns_per_s"] / ceiling["msgs_per_s"], 2),
+                "ratio": round(runtime["turns_per_s"] / ceiling, 2),
                 "runtime": runtime,
-                "ceiling": ceiling,
+                "ceilings": [before, after],
             }
             print(row, flush=True)
             rows.append(row)
@@ -134,7 +138,7 @@ async def main_async(turns: int) -> None:
         "model": "fake, 0 latency",
         "ceiling": "per row: two consumer processes (the active replicas) with the row's prefetch and "
         "concurrent chains doing consume + 1 Postgres commit + 1 confirmed publish + ack "
-        "(stoa_testing.ceiling)",
+        "(stoa_testing.ceiling); measured before and after the runtime, the higher counts",
         "rows": rows,
         "note": "two agents (active + standby each); a turn = dedupe + conversation + history read, model "
         "call, one transaction (turn + processed id + outbox + totals), confirmed publish, ack",

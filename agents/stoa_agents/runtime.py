@@ -25,7 +25,7 @@ from stoa_agents.health import start_health_server
 from stoa_agents.identity import agent_key
 from stoa_agents.metrics import AgentMetrics
 from stoa_agents.model_client import Completion, ModelClient, ModelConfig, ModelError
-from stoa_agents.outbox import publish_outbox
+from stoa_agents.outbox import PublishedMarks, publish_outbox
 from stoa_agents.protocol import TurnMessage
 from stoa_agents.settings import AgentSettings
 from stoa_agents.store import repo
@@ -34,13 +34,24 @@ from stoa_agents.store.migrate import ensure_memory
 from stoa_agents.tracing import child_traceparent, trace_id_of
 from stoa_agents.turn_trace import commit_span, current_traceparent, publish_span, turn_ms
 from stoa_agents.turns.cost import turn_cost
-from stoa_agents.turns.plan import Admission, ConversationState, Speaker, admit, next_step, turn_context
-from stoa_agents.turns.prompts import build_messages, memory_note
+from stoa_agents.turns.plan import (
+    Admission,
+    ConversationState,
+    Speaker,
+    admit,
+    history_window,
+    next_step,
+    turn_context,
+)
+from stoa_agents.turns.prompts import MEMORY_NOTES, build_messages, memory_note
 from stoa_api.conversation import ConversationSpec
 from stoa_telemetry import genai
 from stoa_telemetry.otel import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("stoa.agents.runtime")
+MARK_INTERVAL_SECONDS = 0.1  # how often published outbox rows are marked (in one statement)
+SPEC_CACHE_SIZE = 10_000
+WINDOW_SPEAKERS_UNKNOWN = 100  # the first turn of a conversation here, before its spec is cached
 
 
 def model_config(settings: AgentSettings) -> ModelConfig:
@@ -81,6 +92,8 @@ class AgentRuntime:
         self.bus: Bus | None = None
         self.active_recorded = False
         self.exit_code = 0
+        self.published = PublishedMarks()
+        self._specs: dict[str, ConversationSpec] = {}
         self.consumer = Consumer(self, self._process, self._note_active, settings.infra_retry_seconds)
         self.dead_letters = DeadLetters(self, settings.delivery_limit, self._fail)
 
@@ -115,7 +128,10 @@ class AgentRuntime:
             self.s.model_name,
         )
         try:
-            self.db = await open_pool(self.s.postgres_dsn, wait_seconds=self.s.infra_retry_seconds)
+            # One connection per turn in flight (prefetch), plus the relay's and the marks' flushes.
+            self.db = await open_pool(
+                self.s.postgres_dsn, max_size=self.s.prefetch + 2, wait_seconds=self.s.infra_retry_seconds
+            )
             async with self.db.acquire() as conn:
                 await ensure_memory(conn, self.key, self.s.memory_retention_days)
             relay = asyncio.create_task(self._relay_loop())
@@ -140,6 +156,8 @@ class AgentRuntime:
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay
+            with contextlib.suppress(Exception):
+                await self.published.flush(self.db)
         finally:
             await self.model.close()
             if self.db is not None:
@@ -189,13 +207,19 @@ class AgentRuntime:
                 await bus.close()
 
     async def _relay_loop(self) -> None:
+        """Mark what this replica published (often), republish what nobody did (every relay interval)."""
+        relayed = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(self.s.relay_interval_seconds)
+            await asyncio.sleep(MARK_INTERVAL_SECONDS)
             bus, db = self.bus, self.db
-            if bus is None or db is None or bus.is_closed:
+            if db is None:
                 continue
             try:
-                await publish_outbox(db, bus, min_age_seconds=self.s.relay_interval_seconds)
+                await self.published.flush(db)
+                now = asyncio.get_running_loop().time()
+                if bus is not None and not bus.is_closed and now - relayed >= self.s.relay_interval_seconds:
+                    relayed = now
+                    await publish_outbox(db, bus, min_age_seconds=self.s.relay_interval_seconds)
             except Exception as exc:  # the relay must survive outages; the next tick retries
                 log.warning("Outbox relay failed agent=%s pod=%s error=%r", self.agent, self.pod, exc)
 
@@ -230,19 +254,50 @@ class AgentRuntime:
         assert db is not None
         assert bus is not None
         self.faults.at("on_receive", msg.conversation)
-        conv = await repo.load_conversation(db, msg.conversation_id)
+        if msg.to != self.agent:  # before any read: another agent's message
+            admit(None, msg, agent=self.agent, namespace=self.namespace, processed=False)
+        # One connection for the turn's read and its commit (the pool has one per turn in flight).
+        async with db.acquire() as conn:
+            return await self._turn(db, conn, bus, msg)
+
+    def _window(self, msg: TurnMessage) -> int:
+        """How many latest turns to read (``history_window``); the spec's speakers once it is cached."""
+        spec = self._specs.get(msg.conversation_id)
+        speakers = len(spec.participants) if spec is not None else WINDOW_SPEAKERS_UNKNOWN
+        return history_window(self.s.history_turns, speakers)
+
+    def _spec(self, conv: repo.ConversationRow) -> ConversationSpec:
+        """The stored spec (written once, when the conversation starts), validated once per process."""
+        spec = self._specs.get(conv.id)
+        if spec is None:
+            if len(self._specs) > SPEC_CACHE_SIZE:
+                self._specs.clear()
+            spec = self._specs[conv.id] = ConversationSpec.model_validate(conv.spec)
+        return spec
+
+    async def _turn(self, db: asyncpg.Pool, conn: asyncpg.Connection, bus: Bus, msg: TurnMessage) -> str:
+        memory_of = self.key if self.s.memory_enabled else None
+        inputs = await repo.load_turn_inputs(
+            conn,
+            msg.conversation_id,
+            msg.message_id,
+            memory_of,
+            recent=self._window(msg),
+            notes=MEMORY_NOTES,
+        )
+        conv = inputs.conversation if inputs else None
         state = None if conv is None else ConversationState(conv.id, conv.name, conv.phase, conv.next_seq)
-        fresh = conv is not None and msg.seq >= conv.next_seq
-        processed = fresh and await repo.is_processed(db, msg.message_id)
+        processed = inputs is not None and inputs.processed
         admission = admit(state, msg, agent=self.agent, namespace=self.namespace, processed=processed)
         if admission is Admission.DUPLICATE:
             await publish_outbox(db, bus, msg.conversation_id)  # a crash after commit left it unpublished
             return "duplicate"
         if admission is Admission.FINISHED:
             return "finished"
+        assert inputs is not None
         assert conv is not None
         assert state is not None
-        if admission is Admission.PARK and await repo.park_message(db, conv.id, msg.message_id):
+        if admission is Admission.PARK and await repo.park_message(conn, conv.id, msg.message_id):
             log.info(
                 "Parked turn of suspended conversation agent=%s conversation=%s seq=%d",
                 self.agent,
@@ -251,10 +306,9 @@ class AgentRuntime:
             )
             return "parked"
         self.faults.admit(conv.name, msg.seq)
-        spec = ConversationSpec.model_validate(conv.spec)
-        history = await repo.load_turns(db, conv.id)
-        memory = await repo.load_memory(db, self.key, conv.id) if self.s.memory_enabled else []
-        ctx = turn_context(spec, msg.seq, history, memory, self.speaker)
+        spec = self._spec(conv)
+        history = inputs.history
+        ctx = turn_context(spec, msg.seq, history, inputs.memory, self.speaker)
         # The turn span's context: parent of the model calls, stored with the turn, carried by the next
         # message (whose turn links to it). Outside a delivery (tests calling _process): a fresh one.
         traceparent = current_traceparent() or child_traceparent(
@@ -288,7 +342,7 @@ class AgentRuntime:
             next_message = repo.NextMessage(nxt.message_id, nxt.seq, step.routing_key, nxt.body())
         with commit_span() as commit:
             outcome = await repo.commit_turn(
-                db,
+                conn,
                 self._new_turn(conv.id, msg, ctx.role, completion, traceparent),
                 next_message,
                 step.end,
@@ -299,8 +353,12 @@ class AgentRuntime:
             await publish_outbox(db, bus, conv.id)
             return outcome
         self.faults.at("after_commit", conv.name)
-        with publish_span(step.routing_key or "(conversation end)"):
-            await publish_outbox(db, bus, conv.id)
+        if next_message is not None:  # committed in the outbox: publish it now, with a confirm
+            with publish_span(next_message.routing_key):
+                await bus.publish(
+                    next_message.routing_key, next_message.body, message_id=next_message.message_id
+                )
+            self.published.add(next_message.message_id)
         self.faults.at("after_publish", conv.name)
         if step.end is not None:
             log.info(

@@ -7,7 +7,8 @@ confirmed publish of the next hop to agent NEXT (while the chain has hops left),
 same number of processes, prefetch and concurrent chains (conversations) as a benchmark row, the
 runtime cannot do better; its ratio to this is what the benchmark reports.
 
-Configured by ``CEILING_RABBITMQ_URL``, ``CEILING_POSTGRES_DSN``, ``CEILING_PREFETCH``.
+Configured by ``CEILING_RABBITMQ_URL``, ``CEILING_POSTGRES_DSN``, ``CEILING_PREFETCH``,
+``CEILING_DELIVERY_LIMIT`` (the queues' ``x-delivery-limit``, 20 as the benchmark's agents).
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ async def run(queue_key: str, next_key: str) -> int:
     prefetch = int(os.environ.get("CEILING_PREFETCH", "1"))
     db = await open_pool(os.environ["CEILING_POSTGRES_DSN"], max_size=prefetch + 1)
     bus = await Bus.connect(
-        os.environ["CEILING_RABBITMQ_URL"], prefetch=prefetch, name=f"ceiling {queue_key}"
+        os.environ["CEILING_RABBITMQ_URL"],
+        prefetch=prefetch,
+        delivery_limit=int(os.environ.get("CEILING_DELIVERY_LIMIT", "20")),  # as the benchmark's agents
+        name=f"ceiling {queue_key}",
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

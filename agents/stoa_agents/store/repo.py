@@ -12,7 +12,7 @@ import asyncpg
 
 from stoa_agents.store.migrate import memory_schema
 from stoa_agents.turns.cost import CostSource
-from stoa_agents.turns.policy import TERMINAL_PHASES, Phase, Turn
+from stoa_agents.turns.policy import Phase, Turn
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,58 @@ async def load_memory(db: asyncpg.Pool, agent: str, conversation_id: str) -> lis
     return [r["note"] for r in rows]
 
 
+@dataclass(frozen=True)
+class TurnInputs:
+    conversation: ConversationRow
+    processed: bool  # the delivered message id is already processed
+    history: list[Turn]
+    memory: list[str]
+
+
+async def load_turn_inputs(
+    db: asyncpg.Pool | asyncpg.Connection,
+    conversation_id: str,
+    message_id: str,
+    memory_of: str | None,
+    *,
+    recent: int,
+    notes: int,
+) -> TurnInputs | None:
+    """Everything a turn reads, in one round trip: the conversation, whether the message is processed,
+    the turns the policy and the prompt read (the ``recent`` latest, plus each speaker's last two: see
+    ``turns.plan.history_window``) and (``memory_of``: the agent key) its ``notes`` latest memory notes."""
+    try:
+        key = uuid.UUID(conversation_id)
+    except ValueError:
+        return None
+    # memory_schema() is a plain identifier ([a-z0-9_], <= 63 bytes): safe to put in the statement.
+    table = f"{memory_schema(memory_of)}.memory" if memory_of else None
+    memory = (
+        "(SELECT coalesce(json_agg(m.note ORDER BY m.seq), '[]'::json) FROM"  # noqa: S608 (memory_schema: an identifier)
+        f" (SELECT seq, note FROM {table} WHERE conversation_id = c.id ORDER BY seq DESC LIMIT $4) m)"
+        if table
+        else "'[]'::json"
+    )
+    query = (
+        "SELECT c.*, EXISTS (SELECT 1 FROM stoa.processed_messages WHERE message_id = $2) AS processed,"  # noqa: S608
+        " (SELECT coalesce(json_agg(json_build_array(h.seq, h.speaker, h.content) ORDER BY h.seq),"
+        " '[]'::json) FROM (SELECT seq, speaker, content,"
+        "  row_number() OVER (ORDER BY seq DESC) AS latest,"
+        "  row_number() OVER (PARTITION BY speaker ORDER BY seq DESC) AS own"
+        "  FROM stoa.turns WHERE conversation_id = c.id) h WHERE h.latest <= $3 OR h.own <= 2) AS history,"
+        f" {memory} AS memory FROM stoa.conversations c WHERE c.id = $1"
+    )
+    row = await db.fetchrow(query, key, message_id, recent, *([notes] if table else []))
+    if row is None:
+        return None
+    return TurnInputs(
+        conversation=_conversation(row),
+        processed=bool(row["processed"]),
+        history=[Turn(seq, speaker, content) for seq, speaker, content in json.loads(row["history"])],
+        memory=[str(note) for note in json.loads(row["memory"])],
+    )
+
+
 async def insert_conversation(
     db: asyncpg.Pool,
     *,
@@ -207,115 +259,89 @@ async def insert_conversation(
         return True
 
 
+def _commit_sql(schema: str) -> str:
+    """One statement (one round trip, atomic): lock the conversation, and only if this seq is next and
+    the conversation is not finished, store the turn, its processed id, totals, the next message, the
+    memory note, and mark the delivered message's outbox row published (it was: it arrived). A synthetic
+    (probe) conversation's turns never count in the agent's totals."""
+    return (
+        "WITH conv AS (SELECT phase, next_seq, synthetic FROM stoa.conversations WHERE id = $1 FOR UPDATE),"  # noqa: S608 (memory_schema: an identifier)
+        " ok AS (SELECT phase, synthetic FROM conv"
+        "  WHERE next_seq = $2 AND phase NOT IN ('Succeeded', 'Failed')),"
+        " turn AS (INSERT INTO stoa.turns (conversation_id, seq, speaker, role, content, tokens_in,"
+        "  tokens_out, cost_usd, model, duration_ms, pod, message_id, traceparent, cost_source, target)"
+        "  SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM ok),"
+        " processed AS (INSERT INTO stoa.processed_messages"
+        "  (message_id, conversation_id, agent, pod, outcome, turn_ms)"
+        "  SELECT $12, $1, $16, $11, 'stored', $25 FROM ok),"
+        " advanced AS (UPDATE stoa.conversations c SET next_seq = $2 + 1, turns = $2, last_speaker = $3,"
+        "  phase = CASE WHEN $17::text IS NOT NULL THEN $17::text"
+        "   WHEN ok.phase = 'Suspended' THEN 'Suspended' ELSE 'Running' END,"
+        "  reason = CASE WHEN $18::text IS NULL THEN c.reason ELSE $18::text END,"
+        "  tokens_in = c.tokens_in + $6, tokens_out = c.tokens_out + $7, cost_usd = c.cost_usd + $8,"
+        "  unpriced_turns = c.unpriced_turns + $19, started_at = coalesce(c.started_at, now()),"
+        "  finished_at = CASE WHEN $18::text IS NULL THEN NULL ELSE now() END, updated_at = now()"
+        "  FROM ok WHERE c.id = $1),"
+        " totals AS (INSERT INTO stoa.agent_totals AS t"
+        "  (agent, turns, tokens_in, tokens_out, cost_usd, unpriced_turns)"
+        "  SELECT $16, 1, $6, $7, $8, $19 FROM ok WHERE NOT ok.synthetic"  # probes never count in totals
+        "  ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
+        "  tokens_in = t.tokens_in + $6, tokens_out = t.tokens_out + $7, cost_usd = t.cost_usd + $8,"
+        "  unpriced_turns = t.unpriced_turns + $19, updated_at = now()),"
+        " queued AS (INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body)"
+        "  SELECT $20, $1, $21, $22, $23 FROM ok WHERE $20::text IS NOT NULL),"
+        " delivered AS (UPDATE stoa.outbox SET published_at = coalesce(published_at, now()),"
+        "  publish_count = greatest(publish_count, 1) WHERE message_id = $12 AND EXISTS (SELECT 1 FROM ok)),"
+        f" note AS (INSERT INTO {schema}.memory (conversation_id, seq, note)"
+        "  SELECT $1, $2, $24 FROM ok WHERE $24::text IS NOT NULL ON CONFLICT DO NOTHING),"
+        " seen AS (UPDATE stoa.agent_activity SET last_seen_at = now()"
+        "  WHERE agent = $16 AND pod = $11 AND EXISTS (SELECT 1 FROM ok))"
+        " SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM conv) OR (SELECT next_seq FROM conv) <> $2"
+        "  THEN 'duplicate' WHEN (SELECT phase FROM conv) IN ('Succeeded', 'Failed') THEN 'finished'"
+        "  ELSE 'stored' END"
+    )
+
+
 async def commit_turn(
-    db: asyncpg.Pool,
+    db: asyncpg.Pool | asyncpg.Connection,
     turn: NewTurn,
     next_message: NextMessage | None,
     end: tuple[Phase, str] | None,
     memory_note: str | None,
 ) -> str:
-    """Store a turn, mark its message processed, queue the next message: one transaction.
+    """Store a turn, mark its message processed, queue the next message: one statement, one round trip.
 
     Returns ``stored``, ``duplicate`` (the seq is already stored: another replica won) or ``finished``.
     """
-    conv_id = uuid.UUID(turn.conversation_id)
-    async with db.acquire() as conn, conn.transaction():
-        row = await conn.fetchrow(
-            "SELECT phase, next_seq, synthetic FROM stoa.conversations WHERE id = $1 FOR UPDATE", conv_id
-        )
-        if row is None or row["next_seq"] != turn.seq:
-            return "duplicate"
-        phase = Phase(row["phase"])
-        if phase in TERMINAL_PHASES:
-            return "finished"
-        await conn.execute(
-            "INSERT INTO stoa.turns (conversation_id, seq, speaker, role, content, tokens_in, tokens_out,"
-            " cost_usd, model, duration_ms, pod, message_id, traceparent, cost_source, target)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            conv_id,
-            turn.seq,
-            turn.speaker,
-            turn.role,
-            turn.content,
-            turn.tokens_in,
-            turn.tokens_out,
-            turn.cost_usd,
-            turn.model,
-            turn.duration_ms,
-            turn.pod,
-            turn.message_id,
-            turn.traceparent,
-            turn.cost_source.value,
-            turn.target,
-        )
-        unpriced = 1 if turn.cost_source is CostSource.UNPRICED else 0
-        await conn.execute(
-            "INSERT INTO stoa.processed_messages (message_id, conversation_id, agent, pod, outcome, turn_ms)"
-            " VALUES ($1, $2, $3, $4, 'stored', $5)",
-            turn.message_id,
-            conv_id,
-            turn.agent,
-            turn.pod,
-            turn.turn_ms,
-        )
-        new_phase = end[0] if end else (Phase.SUSPENDED if phase is Phase.SUSPENDED else Phase.RUNNING)
-        await conn.execute(
-            "UPDATE stoa.conversations SET next_seq = $2 + 1, turns = $2, last_speaker = $3, phase = $4,"
-            " reason = CASE WHEN $5::text IS NULL THEN reason ELSE $5 END,"
-            " tokens_in = tokens_in + $6, tokens_out = tokens_out + $7, cost_usd = cost_usd + $8,"
-            " unpriced_turns = unpriced_turns + $9,"
-            " started_at = coalesce(started_at, now()),"
-            " finished_at = CASE WHEN $5::text IS NULL THEN NULL ELSE now() END, updated_at = now()"
-            " WHERE id = $1",
-            conv_id,
-            turn.seq,
-            turn.speaker,
-            new_phase.value,
-            end[1] if end else None,
-            turn.tokens_in,
-            turn.tokens_out,
-            turn.cost_usd,
-            unpriced,
-        )
-        if not row["synthetic"]:  # probes never count in the agent's totals
-            await conn.execute(
-                "INSERT INTO stoa.agent_totals AS t"
-                " (agent, turns, tokens_in, tokens_out, cost_usd, unpriced_turns)"
-                " VALUES ($1, 1, $2, $3, $4, $5)"
-                " ON CONFLICT (agent) DO UPDATE SET turns = t.turns + 1,"
-                " tokens_in = t.tokens_in + $2, tokens_out = t.tokens_out + $3, cost_usd = t.cost_usd + $4,"
-                " unpriced_turns = t.unpriced_turns + $5, updated_at = now()",
-                turn.agent,
-                turn.tokens_in,
-                turn.tokens_out,
-                turn.cost_usd,
-                unpriced,
-            )
-        if next_message is not None:
-            await conn.execute(
-                "INSERT INTO stoa.outbox (message_id, conversation_id, seq, routing_key, body)"
-                " VALUES ($1, $2, $3, $4, $5)",
-                next_message.message_id,
-                conv_id,
-                next_message.seq,
-                next_message.routing_key,
-                next_message.body,
-            )
-        if memory_note:
-            schema = memory_schema(turn.agent)
-            await conn.execute(
-                f"INSERT INTO {schema}.memory (conversation_id, seq, note) VALUES ($1, $2, $3)"  # noqa: S608
-                " ON CONFLICT DO NOTHING",
-                conv_id,
-                turn.seq,
-                memory_note,
-            )
-        await conn.execute(
-            "UPDATE stoa.agent_activity SET last_seen_at = now() WHERE agent = $1 AND pod = $2",
-            turn.agent,
-            turn.pod,
-        )
-        return "stored"
+    outcome = await db.fetchval(
+        _commit_sql(memory_schema(turn.agent)),
+        uuid.UUID(turn.conversation_id),
+        turn.seq,
+        turn.speaker,
+        turn.role,
+        turn.content,
+        turn.tokens_in,
+        turn.tokens_out,
+        turn.cost_usd,
+        turn.model,
+        turn.duration_ms,
+        turn.pod,
+        turn.message_id,
+        turn.traceparent,
+        turn.cost_source.value,
+        turn.target,
+        turn.agent,
+        end[0].value if end else None,
+        end[1] if end else None,
+        1 if turn.cost_source is CostSource.UNPRICED else 0,
+        next_message.message_id if next_message else None,
+        next_message.seq if next_message else None,
+        next_message.routing_key if next_message else None,
+        next_message.body if next_message else None,
+        memory_note,
+        turn.turn_ms,
+    )
+    return str(outcome)
 
 
 async def fail_conversation(
@@ -350,7 +376,7 @@ async def fail_conversation(
         return changed is not None
 
 
-async def park_message(db: asyncpg.Pool, conversation_id: str, message_id: str) -> bool:
+async def park_message(db: asyncpg.Pool | asyncpg.Connection, conversation_id: str, message_id: str) -> bool:
     """Remember the next message of a Suspended conversation; False when it is no longer suspended."""
     parked = await db.fetchval(
         "UPDATE stoa.conversations SET parked_message = $2, updated_at = now()"
@@ -379,6 +405,14 @@ async def mark_published(db: asyncpg.Pool, outbox_id: int) -> None:
         "UPDATE stoa.outbox SET published_at = coalesce(published_at, now()),"
         " publish_count = publish_count + 1 WHERE id = $1",
         outbox_id,
+    )
+
+
+async def mark_published_ids(db: asyncpg.Pool, message_ids: list[str]) -> None:
+    await db.execute(
+        "UPDATE stoa.outbox SET published_at = coalesce(published_at, now()),"
+        " publish_count = publish_count + 1 WHERE message_id = ANY($1::text[])",
+        message_ids,
     )
 
 

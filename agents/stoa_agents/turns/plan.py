@@ -63,6 +63,27 @@ def admit(
     return Admission.RUN
 
 
+def history_window(speaker_history_turns: int, spec_speakers: int) -> int:
+    """How many latest turns a turn must read: the prompt's recent turns, and two rounds (each speaker's
+    last two turns in round robin). With each speaker's own last two turns (read as well) that is
+    everything the policy uses: the previous turn, who spoke last (least recent speaker), and whether
+    each speaker repeats its previous turn. Reading the whole history would grow each turn with the
+    conversation."""
+    return max(speaker_history_turns, 2 * spec_speakers + 1, 1)
+
+
+def windowed(history: list[Turn], recent: int) -> list[Turn]:
+    """The turns a turn reads (what ``repo.load_turn_inputs`` selects): the ``recent`` latest, plus each
+    speaker's last two, in seq order."""
+    own: dict[str, int] = {}
+    keep = []
+    for index, turn in enumerate(reversed(history)):
+        own[turn.speaker] = own.get(turn.speaker, 0) + 1
+        if index < recent or own[turn.speaker] <= 2:
+            keep.append(turn)
+    return keep[::-1]
+
+
 @dataclass(frozen=True)
 class Speaker:
     """The agent taking the turn, as its settings describe it."""

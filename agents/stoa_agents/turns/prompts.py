@@ -26,6 +26,9 @@ MODERATOR_CLOSING = (
 )
 
 
+MEMORY_NOTES = 2  # the agent's latest memory notes a prompt shows
+
+
 @dataclass(frozen=True)
 class TurnContext:
     agent: str
@@ -78,7 +81,7 @@ def build_messages(ctx: TurnContext) -> list[dict[str, str]]:
             messages.append({"role": "user", "content": f"{turn.speaker} said: {_short(turn.content)}"})
     lines = [_task(ctx)]
     if ctx.memory:
-        lines.append("Use a different example than before (" + " / ".join(ctx.memory[-2:]) + ").")
+        lines.append("Use a different example than before (" + " / ".join(ctx.memory[-MEMORY_NOTES:]) + ").")
     if messages[-1]["role"] == "user":
         messages[-1]["content"] += "\n\n" + "\n".join(lines)
     else:

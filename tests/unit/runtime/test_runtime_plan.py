@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
@@ -14,10 +15,13 @@ from stoa_agents.turns.plan import (
     Speaker,
     UnknownConversationError,
     admit,
+    history_window,
     next_step,
     turn_context,
+    windowed,
 )
-from stoa_agents.turns.policy import Phase, Turn
+from stoa_agents.turns.policy import Phase, Turn, after_turn, speaker_for
+from stoa_agents.turns.prompts import build_messages
 from stoa_api.conversation import ConversationSpec
 from stoa_gateway.policy import Priority
 
@@ -130,3 +134,37 @@ def test_the_conversation_priority_rides_on_every_next_message() -> None:
     plain = next_step(_conv(), SPEC, history, _msg(to="ben"), "Wages fall.", traceparent="")
     assert plain.message is not None
     assert "priority" not in json.loads(plain.message.body())  # readers of schema 1 forbid unknown keys
+
+
+@pytest.mark.parametrize("policy", ["roundRobin", "moderatorSelected"])
+@pytest.mark.parametrize("history_turns", [0, 2, 6])
+def test_the_history_window_decides_exactly_as_the_whole_history(policy: str, history_turns: int) -> None:
+    """Every decision and prompt made from the turns a turn reads equals the one from all turns."""
+    rng = random.Random(7)
+    members = ["ada", "ben", "cy", "dee"]
+    spec = ConversationSpec.model_validate(
+        {
+            "topic": "t",
+            "participants": [{"agentRef": "mod", "role": "moderator"}, *({"agentRef": m} for m in members)],
+            "moderator": "mod",
+            "maxTurns": 200,
+            "turnPolicy": {"type": policy},
+        }
+    )
+    window = history_window(history_turns, len(spec.participants))
+    history: list[Turn] = []
+    # The moderator mostly names ada, so the others speak rarely and their last turns fall far behind
+    # the latest ones (least recent speaker, repetition): the window must still see them.
+    moderator_lines = ["NEXT: ada"] * 8 + ["VERDICT: CONTINUE", "NEXT: cy"]
+    lines = ["Jobs grow and pay.", "Wages fall for clerks.", "Jobs grow and pay."]
+    for seq in range(1, 120):
+        speaker = speaker_for(spec, seq, history)
+        seen = windowed(history, window)
+        assert speaker_for(spec, seq, seen) == speaker
+        speaking = Speaker(speaker, "member", "p", history_turns)
+        assert build_messages(turn_context(spec, seq, seen, [], speaking)) == build_messages(
+            turn_context(spec, seq, history, [], speaking)
+        )
+        new = Turn(seq, speaker, rng.choice(moderator_lines if speaker == "mod" else lines))
+        assert after_turn(spec, [*seen, new]) == after_turn(spec, [*history, new])  # as next_step calls it
+        history.append(new)
