@@ -2,7 +2,7 @@
 bundled mode with its demo model (``stoa model-server``: SmolLM2-135M on llama.cpp's server, the image of
 ``docker build --target model``), a chat completion through the Service ``stoa-model:8080``, then
 examples/debate/ as shipped until the Conversation Succeeds — only the release namespace in its
-ModelPolicy's URL differs, and the debate has 2 rounds instead of 8 (7 turns: the 135M model on 2 shared
+ModelPolicy's URL differs, and the debate has 1 round instead of 8 (4 turns: the 135M model on 2 shared
 cores takes ~15 s a turn under load; `make demo-kind` runs the full debate). Shape only: a 135M model's
 words are nobody's contract.
 """
@@ -61,7 +61,7 @@ def _shipped_examples(release_ns: str) -> list[JSON]:
         docs += [d for d in yaml.safe_load_all(text) if d]
     for doc in docs:  # the CRD rejects STOA_* env (issue: the examples should not set it)
         if doc["kind"] == "Conversation":
-            doc["spec"]["maxRounds"] = 2
+            doc["spec"]["maxRounds"] = 1
         if doc["kind"] == "Agent" and doc["spec"].get("env"):
             doc["spec"]["env"] = [e for e in doc["spec"]["env"] if not e["name"].startswith("STOA_")]
     return docs
