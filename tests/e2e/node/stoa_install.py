@@ -120,13 +120,9 @@ class Install:
         return pods if pods and all(pod_ready(p) for p in pods) else None
 
 
-_NOTED: set[str] = set()
-
-
 def examples(model_url: str, conversation: str) -> list[JSON]:
-    """examples/debate/ as applied here: every ModelPolicy target points at ``model_url``, the
-    Conversation is named ``conversation``; Agent ``spec.env`` entries named ``STOA_*`` (which the CRD
-    rejects) are dropped and printed."""
+    """examples/debate/ as applied here: every ModelPolicy target points at ``model_url`` and the
+    Conversation is named ``conversation``; everything else as shipped."""
     docs: list[JSON] = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -136,14 +132,6 @@ def examples(model_url: str, conversation: str) -> list[JSON]:
                 target["baseURL"] = model_url
         if doc["kind"] == "Conversation":
             doc["metadata"]["name"] = conversation
-        env = doc["spec"].get("env") if doc["kind"] == "Agent" else None
-        if env:
-            dropped = [e["name"] for e in env if str(e["name"]).startswith("STOA_")]
-            if dropped:
-                print(
-                    f"NOTE examples/debate Agent {doc['metadata']['name']}: dropped env {dropped} (CRD rule)"
-                )
-                doc["spec"]["env"] = [e for e in env if e["name"] not in dropped]
     return docs
 
 

@@ -59,11 +59,9 @@ def _shipped_examples(release_ns: str) -> list[JSON]:
     for path in sorted(EXAMPLES.glob("*.yaml")):
         text = path.read_text().replace("stoa-model.stoa-system.svc", f"stoa-model.{release_ns}.svc")
         docs += [d for d in yaml.safe_load_all(text) if d]
-    for doc in docs:  # the CRD rejects STOA_* env (issue: the examples should not set it)
+    for doc in docs:
         if doc["kind"] == "Conversation":
             doc["spec"]["maxRounds"] = 1
-        if doc["kind"] == "Agent" and doc["spec"].get("env"):
-            doc["spec"]["env"] = [e for e in doc["spec"]["env"] if not e["name"].startswith("STOA_")]
     return docs
 
 
