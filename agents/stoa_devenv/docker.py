@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -42,6 +43,7 @@ RUN_DIR = Path("/run") / f"stoa-docker-{hashlib.sha256(str(DOCKER_CACHE).encode(
 # The client of Debian's docker.io matches its dockerd; a newer client elsewhere on PATH may lack buildx.
 PACKAGE_CLIENT = Path("/usr/bin/docker")
 PR_SET_PDEATHSIG = 1
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoa-engine-spawner")  # never shut down
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -226,14 +228,19 @@ class _Engine:
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = (self.run_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, async-signal-safe enough for exec
-        )
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl(2) between fork and exec
+            )
+
+        # PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from one that lives as long as
+        # the process, not from whichever worker thread first needed the engine.
+        proc = _SPAWNER.submit(popen).result()
         log.close()
         self._procs[name] = proc
         (self.run_dir / f"{name}.pid").write_text(str(proc.pid))

@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -167,3 +168,22 @@ def test_overlapping_users_in_one_process_share_one_engine() -> None:
             assert _engine_pids() == pids
         assert outer.run("version", "--format", "{{.Server.Version}}").stdout.strip()  # still up
     assert not RUN_DIR.exists()
+
+
+def test_an_engine_started_by_a_short_lived_thread_outlives_it() -> None:
+    """ensure_images builds in worker threads; the engine one of them started must live on after it."""
+    started: dict[str, Any] = {}
+
+    def start() -> None:
+        started["block"] = PrivateDocker(progress=False)
+        started["docker"] = started["block"].__enter__()
+
+    worker = threading.Thread(target=start)
+    worker.start()
+    worker.join()
+    try:
+        time.sleep(2)  # a death signal tied to the thread would have stopped dockerd by now
+        assert all(pid_alive(pid) for pid in _engine_pids().values())
+        assert started["docker"].run("version", "--format", "{{.Server.Version}}").stdout.strip()
+    finally:
+        started["block"].__exit__(None, None, None)
