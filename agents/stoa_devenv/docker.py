@@ -228,6 +228,7 @@ class _Engine:
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
         log = (self.run_dir / f"{name}.log").open("ab")
+
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 cmd,
