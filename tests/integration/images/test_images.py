@@ -38,7 +38,7 @@ PG_PASSWORD = "p-" + secrets.token_urlsafe(12)
 
 @pytest.fixture(scope="module")
 def images() -> dict[str, ImageRef]:
-    return ensure_images(["stoa", "rabbitmq", "postgres", "pause"])
+    return ensure_images(["stoa", "stoa-model", "rabbitmq", "postgres", "pause"])
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +149,26 @@ def containers(docker: Docker, images: dict[str, ImageRef]) -> Iterator[Containe
     made.remove_all()
 
 
+@pytest.fixture(scope="module")
+def servers(
+    docker: Docker,
+    images: dict[str, ImageRef],
+    chart: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Containers, dict[str, str]]]:
+    """RabbitMQ, PostgreSQL and the model, each started as the chart runs it, all at once (they boot side by
+    side while the first test waits for its own)."""
+    made = Containers(docker, _loaded(docker, images["stoa"]))
+    names = {}
+    for component, image in (("rabbitmq", "rabbitmq"), ("postgres", "postgres"), ("model", "stoa-model")):
+        _loaded(docker, images[image])
+        deployment = _deployment(chart, component)
+        volumes = tmp_path_factory.mktemp(component)
+        names[component] = made.start(docker_run_args(deployment, secret_data(chart), volumes))
+    yield made, names
+    made.remove_all()
+
+
 # ---- Stoa -----------------------------------------------------------------------------------------------
 def test_stoa_image_runs_as_uid_10001_with_a_read_only_root(
     docker: Docker, images: dict[str, ImageRef], chart: list[dict[str, Any]], tmp_path: Path
@@ -207,19 +227,20 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 def test_rabbitmq_image_serves_amqp_with_the_charts_user_and_password(
-    containers: Containers, images: dict[str, ImageRef], chart: list[dict[str, Any]], tmp_path: Path
+    servers: tuple[Containers, dict[str, str]], images: dict[str, ImageRef], chart: list[dict[str, Any]]
 ) -> None:
-    _loaded(containers.docker, images["rabbitmq"])
-    deployment = _deployment(chart, "rabbitmq")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == images["rabbitmq"].ref
-    server = containers.start(docker_run_args(deployment, secret_data(chart), tmp_path))
+    containers, names = servers
+    assert (
+        _deployment(chart, "rabbitmq")["spec"]["template"]["spec"]["containers"][0]["image"]
+        == images["rabbitmq"].ref
+    )
     url = _connection(chart, "rabbitmqUrl")
     assert RABBIT_PASSWORD in url
-    result = containers.client(server, AMQP_CLIENT, url, url.replace(RABBIT_PASSWORD, "wrong"))
+    result = containers.client(names["rabbitmq"], AMQP_CLIENT, url, url.replace(RABBIT_PASSWORD, "wrong"))
     assert result["body"] == "turn-1"
     assert result["refused"], "a wrong password must be refused"
-    assert "Server startup complete" in containers.logs(server)  # logs go to stdout, for kubectl logs
-    assert containers.stop(server) == 0  # SIGTERM: a clean broker shutdown (rabbitmqctl stop)
+    assert "Server startup complete" in containers.logs(names["rabbitmq"])  # logs go to stdout (kubectl logs)
+    assert containers.stop(names["rabbitmq"]) == 0  # SIGTERM: a clean broker shutdown (rabbitmqctl stop)
 
 
 # ---- PostgreSQL ---------------------------------------------------------------------------------------
@@ -246,22 +267,20 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 
 
 def test_postgres_image_accepts_the_charts_user_password_and_database(
-    containers: Containers, images: dict[str, ImageRef], chart: list[dict[str, Any]], tmp_path: Path
+    servers: tuple[Containers, dict[str, str]], chart: list[dict[str, Any]]
 ) -> None:
-    _loaded(containers.docker, images["postgres"])
-    deployment = _deployment(chart, "postgres")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    server = containers.start(docker_run_args(deployment, secret_data(chart), tmp_path))
+    containers, names = servers
+    container = _deployment(chart, "postgres")["spec"]["template"]["spec"]["containers"][0]
     probe = container["readinessProbe"]["exec"]["command"]  # the chart's own probe: pg_isready on PATH
 
     def ready() -> bool:
-        return containers.docker.run("exec", server, *probe, check=False).returncode == 0
+        return containers.docker.run("exec", names["postgres"], *probe, check=False).returncode == 0
 
-    wait_until(ready, 60, f"PostgreSQL image readiness probe ({' '.join(probe)})")
+    wait_until(ready, 90, f"PostgreSQL image readiness probe ({' '.join(probe)})")
     dsn = _connection(chart, "postgresDsn")
-    result = containers.client(server, PG_CLIENT, dsn, dsn.replace(PG_PASSWORD, "wrong"))
+    result = containers.client(names["postgres"], PG_CLIENT, dsn, dsn.replace(PG_PASSWORD, "wrong"))
     assert result == {"user": "stoa", "db": "stoa", "body": "hello", "refused": True}
-    assert containers.stop(server) == 0  # SIGINT (the image's STOPSIGNAL): a fast, clean shutdown
+    assert containers.stop(names["postgres"]) == 0  # SIGINT (the image's STOPSIGNAL): a fast, clean shutdown
 
 
 # ---- the model ------------------------------------------------------------------------------------------
@@ -292,15 +311,14 @@ print(json.dumps({"models": models, "content": body["choices"][0]["message"]["co
 """
 
 
-def test_model_image_answers_a_chat_completion(containers: Containers, tmp_path: Path) -> None:
-    model = ensure_images(["stoa-model"])["stoa-model"]  # only this test needs the model image
-    _loaded(containers.docker, model)
-    values = chart_image_values({"stoa-model": model.ref})
-    objects = render("bundled.enabled=true", *(f"{k}={v}" for k, v in values.items()))
-    deployment = _deployment(objects, "model")
-    port = str(deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"])
-    server = containers.start(docker_run_args(deployment, secret_data(objects), tmp_path))
-    result = containers.client(server, MODEL_CLIENT, port)
+def test_model_image_answers_a_chat_completion(
+    servers: tuple[Containers, dict[str, str]], chart: list[dict[str, Any]]
+) -> None:
+    containers, names = servers
+    port = _deployment(chart, "model")["spec"]["template"]["spec"]["containers"][0]["ports"][0][
+        "containerPort"
+    ]
+    result = containers.client(names["model"], MODEL_CLIENT, str(port))
     assert result["models"] == ["smollm2-135m"]
     assert result["content"].strip()
     assert result["completion_tokens"] > 0
