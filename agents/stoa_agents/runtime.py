@@ -43,7 +43,7 @@ from stoa_agents.turns.plan import (
     next_step,
     turn_context,
 )
-from stoa_agents.turns.prompts import MEMORY_NOTES, build_messages, memory_note
+from stoa_agents.turns.prompts import MEMORY_NOTES, build_messages, memory_note, stored_content
 from stoa_api.conversation import ConversationSpec
 from stoa_telemetry import genai
 from stoa_telemetry.otel import setup_tracing, shutdown_tracing
@@ -336,6 +336,7 @@ class AgentRuntime:
         self.metrics.tokens.labels(self.agent, "in").inc(completion.tokens_in)
         self.metrics.tokens.labels(self.agent, "out").inc(completion.tokens_out)
         step = next_step(state, spec, history, msg, completion.content, traceparent=traceparent)
+        content = stored_content(ctx, completion.content, step.end)  # the quote answered; summary, verdict
         next_message = None
         if step.message is not None and step.routing_key is not None:
             nxt = step.message
@@ -343,7 +344,7 @@ class AgentRuntime:
         with commit_span() as commit:
             outcome = await repo.commit_turn(
                 conn,
-                self._new_turn(conv.id, msg, ctx.role, completion, traceparent),
+                self._new_turn(conv.id, msg, ctx.role, completion, content, traceparent),
                 next_message,
                 step.end,
                 memory_note(completion.content) if self.s.memory_enabled else None,
@@ -370,8 +371,14 @@ class AgentRuntime:
             )
         return "stored"
 
-    def _new_turn(
-        self, conversation_id: str, msg: TurnMessage, role: str, completion: Completion, traceparent: str
+    def _new_turn(  # noqa: PLR0917 - one private call site, positional like the others here
+        self,
+        conversation_id: str,
+        msg: TurnMessage,
+        role: str,
+        completion: Completion,
+        content: str,
+        traceparent: str,
     ) -> repo.NewTurn:
         cost = turn_cost(
             completion.cost_usd,
@@ -386,7 +393,7 @@ class AgentRuntime:
             speaker=self.agent,
             agent=self.key,
             role=role,
-            content=completion.content,
+            content=content,
             tokens_in=completion.tokens_in,
             tokens_out=completion.tokens_out,
             cost_usd=cost.usd,

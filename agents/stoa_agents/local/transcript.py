@@ -16,10 +16,14 @@ RESET = "\033[0m"
 
 
 def format_turn(turn: StoredTurn, color: str = "", width: int = 100) -> str:
+    """One turn, line by line: the quote it answers (``> ...``), its prose, ``SUMMARY:`` and ``VERDICT:``."""
     head = f"{color}[{turn.seq:>3}] {turn.speaker} ({turn.role}){RESET if color else ''}"
     meta = f"  {turn.tokens_out} tok, {turn.duration_ms} ms, pod {turn.pod}"
-    body = textwrap.fill(
-        " ".join(turn.content.split()), width=width, initial_indent="      ", subsequent_indent="      "
+    lines = [" ".join(line.split()) for line in turn.content.splitlines()]
+    body = "\n".join(
+        textwrap.fill(line, width=width, initial_indent="      ", subsequent_indent="        ")
+        for line in lines
+        if line
     )
     return f"{head}{meta}\n{body}"
 

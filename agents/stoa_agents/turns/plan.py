@@ -119,6 +119,7 @@ def turn_context(
         memory=memory,
         history_turns=speaker.history_turns,
         next_speakers=members if selected else None,
+        moderator=moderator,
     )
 
 

@@ -96,6 +96,11 @@ def parse_next_speaker(text: str, candidates: list[str]) -> str | None:
     return None
 
 
+def own_words(content: str) -> str:
+    """A turn's text without the opposing argument it quoted (its ``>`` lines, see ``prompts``)."""
+    return "\n".join(line for line in content.splitlines() if not line.lstrip().startswith(">")).strip()
+
+
 def _shingles(text: str) -> set[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
     if len(words) < 3:
@@ -120,7 +125,7 @@ def is_repetitive(
     if not speakers:
         return False
     for speaker in speakers:
-        own = [t.content for t in history if t.speaker == speaker]
+        own = [own_words(t.content) for t in history if t.speaker == speaker]
         if len(own) < 2 or similarity(own[-1], own[-2]) < threshold:
             return False
     return True
