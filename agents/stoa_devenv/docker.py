@@ -43,6 +43,9 @@ RUN_DIR = Path("/run") / f"stoa-docker-{hashlib.sha256(str(DOCKER_CACHE).encode(
 # The client of Debian's docker.io matches its dockerd; a newer client elsewhere on PATH may lack buildx.
 PACKAGE_CLIENT = Path("/usr/bin/docker")
 PR_SET_PDEATHSIG = 1
+# Written when BuildKit's cache is found inconsistent; the next engine starts from an empty data root (the
+# image tarballs in ~/.cache/stoa/images are the real cache; the data root only speeds rebuilds up).
+RESET_MARKER = "reset-data-root"
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stoa-engine-spawner")  # never shut down
 
 
@@ -169,6 +172,12 @@ class Docker:
     def load(self, archive: Path) -> None:
         self.run("load", "--input", str(archive), timeout=900)
 
+    def tidy(self, keep_storage: str = "6GB") -> str | None:
+        """Drop dangling images and BuildKit cache beyond ``keep_storage``; the daemon's error, if any."""
+        self.run("image", "prune", "--force", check=False)
+        result = self.run("builder", "prune", "--force", "--keep-storage", keep_storage, check=False)
+        return None if result.returncode == 0 else (result.stderr.strip() or result.stdout.strip())
+
     def remove_images(self, refs: Sequence[str]) -> None:
         if refs:
             self.run("image", "rm", *refs, check=False)
@@ -201,6 +210,7 @@ class _Engine:
         self._say(f"Starting the private dockerd (data root {self.cache}, socket {self.docker.socket})")
         try:
             self._stop_leftovers()
+            self._reset_if_asked()
             started = time.monotonic()
             self._spawn_containerd()
             self._spawn_dockerd()
@@ -210,6 +220,15 @@ class _Engine:
         except BaseException:
             self.stop()
             raise
+
+    def _reset_if_asked(self) -> None:
+        """Start from an empty data root when the last session found BuildKit's cache broken."""
+        marker = self.cache / RESET_MARKER
+        if marker.exists():
+            self._say(f"Resetting the private dockerd's layer cache: {marker.read_text().strip()}")
+            for directory in ("data", "containerd"):
+                shutil.rmtree(self.cache / directory, ignore_errors=True)
+            marker.unlink()
 
     def _acquire_lock(self) -> None:
         lock = (self.cache / "engine.lock").open("a+")

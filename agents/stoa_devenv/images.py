@@ -24,7 +24,7 @@ from pathlib import Path
 
 from stoa_devenv import dockerignore, llamawheel
 from stoa_devenv.certs import host_extra_ca_certs
-from stoa_devenv.docker import Docker, PrivateDocker
+from stoa_devenv.docker import DOCKER_CACHE, RESET_MARKER, Docker, PrivateDocker
 from stoa_devenv.errors import ComponentFailedError
 from stoa_devenv.imagespec import (
     SPECS,
@@ -142,12 +142,29 @@ class _Builder:
         self._docker: Docker | None = None
         self._stack = contextlib.ExitStack()
         self._mutex = threading.Lock()
+        # Builds of one Dockerfile (stoa and stoa-model) run one after the other: BuildKit 0.8 can lose
+        # snapshots when two similar builds share steps concurrently; the second then reuses the first's.
+        self._dockerfile_locks: dict[str, threading.Lock] = {}
 
     def __enter__(self) -> _Builder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stack.close()
+        try:
+            if self._docker is not None:
+                self._tidy(self._docker)
+        finally:
+            self._stack.close()
+
+    def _tidy(self, docker: Docker) -> None:
+        """Keep the engine's data root bounded; a broken BuildKit cache (moby/buildkit#3599: "snapshot ...
+        not found", seen with 20.10) cannot be pruned, so the next engine starts from an empty one."""
+        error = docker.tidy()
+        if error is not None:
+            self.progress(
+                f"The private dockerd's build cache cannot be pruned ({error}); it is reset next time"
+            )
+            (DOCKER_CACHE / RESET_MARKER).write_text(error + "\n")
 
     @property
     def docker(self) -> Docker:
@@ -208,6 +225,14 @@ class _Builder:
         )
 
     def _build_dockerfile(
+        self, spec: DockerfileSpec, ref: str, bases: dict[str, ImageRef], wheel: Path | None, log: Path
+    ) -> None:
+        with self._mutex:
+            serial = self._dockerfile_locks.setdefault(spec.dockerfile, threading.Lock())
+        with serial:
+            self._build_dockerfile_now(spec, ref, bases, wheel, log)
+
+    def _build_dockerfile_now(
         self, spec: DockerfileSpec, ref: str, bases: dict[str, ImageRef], wheel: Path | None, log: Path
     ) -> None:
         dockerfile = REPO_ROOT / spec.dockerfile

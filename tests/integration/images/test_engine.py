@@ -187,3 +187,29 @@ def test_an_engine_started_by_a_short_lived_thread_outlives_it() -> None:
         assert started["docker"].run("version", "--format", "{{.Server.Version}}").stdout.strip()
     finally:
         started["block"].__exit__(None, None, None)
+
+
+def test_a_broken_layer_cache_is_reset_at_the_next_start(tmp_path: Path) -> None:
+    """After a session found BuildKit's cache unprunable, the next engine starts from an empty data root."""
+    cache = tmp_path / "cache"
+    (cache / "docker" / "data" / "stale").mkdir(parents=True)
+    (cache / "docker" / "reset-data-root").write_text("snapshot x not found\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from stoa_devenv.docker import PrivateDocker\n"
+            "with PrivateDocker() as d:\n"
+            "    print(d.run('info', '--format', '{{.DockerRootDir}}').stdout.strip())",
+        ],
+        env={**os.environ, "STOA_CACHE_DIR": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(cache / "docker" / "data")
+    assert "Resetting the private dockerd's layer cache: snapshot x not found" in proc.stderr
+    assert not (cache / "docker" / "data" / "stale").exists()
+    assert not (cache / "docker" / "reset-data-root").exists()
