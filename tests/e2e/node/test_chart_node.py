@@ -14,13 +14,20 @@ Then the debate of examples/debate/ on it, losing the ACTIVE replica of ``team-a
 Either way every turn is stored once, in order (an exactly-once audit of the store), and Agent status names
 the old and new active pods. Then a ModelPolicy whose primary target fails, with an Agent that has
 ``fallbackPolicies``: the debate succeeds through the fallback. And ``helm upgrade`` to another image tag
-rolls the operator while a conversation runs, without losing it.
+rolls the operator while a conversation runs, without losing it. The chart's ``stoa api`` serves a
+debate, started and followed with ``stoa conversations``, to a token with the chart's editor role.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import re
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,3 +319,63 @@ def test_helm_uninstall_keeps_the_crds_and_the_users_resources(
     finally:
         bed.helm("uninstall", release, "-n", namespace, check=False)
         bed.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_the_api_on_the_node_serves_a_debate_to_a_token_with_rights(
+    bed: Bed, stoa: Install, model: DebateModel
+) -> None:
+    """The chart's ``stoa api`` as a pod on the node: reached through its Service, it authenticates and
+    authorizes each call with the API server, finds the gateway replicas through their EndpointSlices and
+    reaches them on the pod network, and ``stoa conversations`` (its CLI) starts a debate and follows it
+    to the end through the event stream."""
+    _agents_ready(stoa, model)
+    api_name = f"{stoa.release}-api"
+    wait_for(lambda: stoa.deployment_ready(api_name, 1, stoa.release_ns), 180, f"{api_name} Ready")
+    ip = bed.get("service", api_name, "-n", stoa.release_ns)["spec"]["clusterIP"]
+    server = f"http://{ip}:80"
+    for who, role in (("editor", f"{stoa.release}-editor"), ("nobody", None)):
+        bed.kubectl("create", "serviceaccount", who, "-n", stoa.ns)
+        if role:
+            bed.kubectl("create", "rolebinding", who, "-n", stoa.ns, f"--clusterrole={role}",
+                        f"--serviceaccount={stoa.ns}:{who}")  # fmt: skip
+    editor = bed.kubectl("create", "token", "editor", "-n", stoa.ns).strip()
+    nobody = bed.kubectl("create", "token", "nobody", "-n", stoa.ns).strip()
+
+    def call(path: str, token: str) -> tuple[int, JSON]:
+        request = urllib.request.Request(  # noqa: S310 - the API's ClusterIP
+            server + path, headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return int(err.code), json.loads(err.read() or b"{}")
+
+    status, me = call("/v1/whoami", editor)
+    assert status == 200, me
+    assert me["username"] == f"system:serviceaccount:{stoa.ns}:editor"
+    status, body = call(f"/v1/namespaces/{stoa.ns}/conversations", nobody)
+    assert status == 403, body
+    assert "may not list conversations.stoa.dev" in body["message"]
+
+    def gateway_seen() -> JSON | None:
+        code, policies = call(f"/v1/namespaces/{stoa.ns}/modelpolicies", editor)
+        view = (policies.get("items") or [{}])[0].get("gateway") if code == 200 else None
+        return view if view and view["replicas"] == 2 and not view["unreachable"] else None
+
+    view = wait_for(gateway_seen, 60, "the API's live view of both gateway replicas")
+    assert {t["name"] for t in view["targets"]} == {"smollm2"}
+    name = "api-debate"
+    cli = subprocess.run(
+        [sys.executable, "-m", "stoa_cli.main", "conversations", "--server", server, "--token", editor,
+         "-n", stoa.ns, "start", name, "--topic", "AI and jobs", "-p", "moderator:moderator",
+         "-p", "team-a:pro", "-p", "team-b:con", "--moderator", "moderator", "--max-rounds", "1", "--follow"],
+        capture_output=True, text=True, timeout=DEBATE_BUDGET_SECONDS, check=False,
+    )  # fmt: skip
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert [int(s) for s in re.findall(r"^\[\s*(\d+)\] ", cli.stdout, re.MULTILINE)] == [1, 2, 3, 4]
+    assert "--- phase Succeeded" in cli.stdout
+    assert stoa.cr("conversations", name)["status"]["phase"] == "Succeeded"
+    with urllib.request.urlopen(server + "/", timeout=10) as console:  # noqa: S310
+        assert console.status == 200
+        assert "default-src 'self'" in console.headers["Content-Security-Policy"]
