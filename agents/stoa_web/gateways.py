@@ -77,6 +77,7 @@ class Gateways:
         self.fixed = settings.gateway_map()
         self._session: aiohttp.ClientSession | None = None
         self._replicas: dict[str, tuple[float, list[str]]] = {}
+        self._status: dict[str, tuple[float, tuple[list[dict[str, Any]], list[str]]]] = {}
         self._feeds: dict[str, _Feed] = {}
 
     async def start(self) -> None:

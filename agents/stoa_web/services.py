@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,7 +30,6 @@ class Services:
     gateways: Gateways
     metrics: ApiMetrics
     streams: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, namespace: str, plural: str, name: str | None = None) -> str:
         base = f"/apis/{API_VERSION}/namespaces/{namespace}/{plural}"
