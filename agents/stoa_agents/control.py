@@ -11,7 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from stoa_agents.bus.broker import Bus
-from stoa_agents.identity import agent_key, participant_key
+from stoa_agents.identity import agent_key, archived_name, participant_key
 from stoa_agents.outbox import publish_outbox
 from stoa_agents.protocol import make_message
 from stoa_agents.store import repo
@@ -62,8 +62,13 @@ async def start_conversation(
     but finishes a start that crashed between the commit and the publish.
 
     ``name`` is the runtime name: ``<namespace>/<name>`` (operator) or a bare name (``stoa run``); the
-    participants are the agents of that namespace (``identity.participant_key``)."""
+    participants are the agents of that namespace (``identity.participant_key``). A conversation stored
+    under ``name`` with another ``uid`` belongs to an earlier resource of that name (names are unique at
+    any time, so it is gone): it is archived (stopped if still running) and this one starts."""
     existing = await repo.find_conversation(db, name)
+    if existing is not None and uid is not None and existing.id != str(uuid.UUID(uid)):
+        await archive(db, existing, REPLACED)
+        existing = None
     if existing is None:
         conversation_id = str(uuid.UUID(uid)) if uid else str(uuid.uuid4())
         with start_span(conversation_id, name) as span:
@@ -152,6 +157,17 @@ async def resume(db: asyncpg.Pool, bus: Bus, name: str) -> bool:
 
 
 STOPPED_BY_REQUEST = "Stopped by request"
+REPLACED = "Replaced by a new conversation of the same name"
+
+
+async def archive(db: asyncpg.Pool, conversation: repo.ConversationRow, reason: str) -> str:
+    """Free a conversation's name, keeping its transcript: stop it (phase Failed, ``reason``) unless it
+    ended, and rename it ``<name>@<id8>``; returns the name it is kept under."""
+    if conversation.phase not in (Phase.SUCCEEDED, Phase.FAILED):
+        await repo.fail_conversation(db, conversation.id, reason)
+    kept = archived_name(conversation.name, conversation.id)
+    await repo.rename_conversation(db, conversation.id, kept)
+    return kept
 
 
 async def stop(db: asyncpg.Pool, name: str, reason: str = STOPPED_BY_REQUEST) -> bool:
@@ -167,7 +183,7 @@ async def purge(db: asyncpg.Pool, name: str) -> bool:
     conversation = await repo.find_conversation(db, name)
     if conversation is None:
         return False
-    spec = ConversationSpec.model_validate(conversation.spec)
+    spec = ConversationSpec.from_stored(conversation.spec)
     async with db.acquire() as conn, conn.transaction():
         for participant in spec.participants:
             schema = memory_schema(participant_key(name, participant.agent_ref))
@@ -179,6 +195,20 @@ async def purge(db: asyncpg.Pool, name: str) -> bool:
                 )
         await conn.execute("DELETE FROM stoa.conversations WHERE id = $1", uuid.UUID(conversation.id))
     return True
+
+
+async def release(db: asyncpg.Pool, name: str, uid: str, *, purge_transcript: bool, reason: str) -> str:
+    """What deleting the resource does to the conversation it started (``uid``): stop it if it runs, then
+    purge it or keep it under its archived name (so the name is free); returns what was done."""
+    conversation = await repo.find_conversation(db, name)
+    if conversation is None or conversation.id != str(uuid.UUID(uid)):
+        return "nothing to stop"
+    done = "already finished" if conversation.phase in (Phase.SUCCEEDED, Phase.FAILED) else "stopped"
+    if purge_transcript:
+        await stop(db, name, reason=reason)
+        await purge(db, name)
+        return f"{done}, transcript purged"
+    return f"{done}, transcript kept as {await archive(db, conversation, reason)}"
 
 
 async def reconcile_conversation(

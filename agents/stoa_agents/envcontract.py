@@ -59,13 +59,12 @@ def connection_secret(secret: str) -> tuple[SecretKey, SecretKey]:
 
 
 def agent_model_name(spec: AgentSpec, default: str, *, via_gateway: bool = True) -> str:
-    """Through the gateway: ``spec.model`` (a policy name or ``policy/target``) overrides the ModelPolicy
-    name, which the gateway routes by. Direct: ``spec.model``, else ``default`` (the endpoint's model)."""
-    if spec.model:
-        return spec.model
-    if via_gateway and spec.model_policy_ref is not None:
-        return spec.model_policy_ref.name
-    return default
+    """Through the gateway: the ModelPolicy name (the gateway routes by it), or ``<policy>/<target>`` when
+    ``spec.model`` pins a target. Direct (no gateway): ``default``, the endpoint's model."""
+    if not via_gateway or spec.model_policy_ref is None:
+        return default
+    policy = spec.model_policy_ref.name
+    return f"{policy}/{spec.model}" if spec.model else policy
 
 
 def agent_env(
@@ -87,12 +86,11 @@ def agent_env(
         env["STOA_MODEL_NAME"] = agent_model_name(spec, "", via_gateway=True)
         if spec.fallback_policies:
             env["STOA_MODEL_FALLBACKS"] = ",".join(ref.name for ref in spec.fallback_policies)
-    else:
+    else:  # stoa run --no-gateway: the endpoint's own model, called directly
         if wiring.model_url is not None:
             env["STOA_MODEL_BASE_URL"] = wiring.model_url
-        model = spec.model or wiring.default_model
-        if model:
-            env["STOA_MODEL_NAME"] = model
+        if wiring.default_model:
+            env["STOA_MODEL_NAME"] = wiring.default_model
     env["STOA_RABBITMQ_URL"] = wiring.rabbitmq_url
     env["STOA_POSTGRES_DSN"] = wiring.postgres_dsn
     env["STOA_AGENT_PRIORITY"] = str(spec.priority)

@@ -46,6 +46,12 @@ def participant_key(conversation: str, agent: str) -> str:
     return agent_key(conversation_namespace(conversation), agent)
 
 
+def archived_name(conversation: str, conversation_id: str) -> str:
+    """Where a kept transcript goes when its name is freed: ``<runtime name>@<first 8 of its id>`` (the
+    namespace part, and so every participant key, stays the same)."""
+    return f"{conversation}@{conversation_id.replace('-', '')[:8]}"
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:_HASH_CHARS]
 

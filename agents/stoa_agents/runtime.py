@@ -272,7 +272,7 @@ class AgentRuntime:
         if spec is None:
             if len(self._specs) > SPEC_CACHE_SIZE:
                 self._specs.clear()
-            spec = self._specs[conv.id] = ConversationSpec.model_validate(conv.spec)
+            spec = self._specs[conv.id] = ConversationSpec.from_stored(conv.spec)
         return spec
 
     async def _turn(self, db: asyncpg.Pool, conn: asyncpg.Connection, bus: Bus, msg: TurnMessage) -> str:

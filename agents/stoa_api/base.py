@@ -1,4 +1,5 @@
-"""Shared pydantic configuration of CR spec types: camelCase aliases, unknown fields rejected."""
+"""Shared pydantic configuration of CR spec types: camelCase aliases, unknown fields rejected, and each
+field's docstring as its description (the CRD's ``kubectl explain`` text)."""
 
 from __future__ import annotations
 
@@ -12,4 +13,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 
 class Spec(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,
+    )

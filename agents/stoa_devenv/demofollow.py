@@ -1,8 +1,11 @@
 """``stoa dev demo``: apply examples/debate/ to a cluster and follow the Conversation until it ends.
 
-Turns are printed as they are stored, read from the bundled PostgreSQL with ``kubectl exec`` (any cluster
-where ``make deploy`` installed bundled mode); with your own database only the status is followed. Exits
-0 when the Conversation Succeeds, 1 with its reason when it fails, 2 on timeout.
+Run it again and it debates again: a Conversation of the same name left by an earlier run is deleted first
+(its transcript is kept, archived as ``<namespace>/<name>@<uid8>``: docs/operator.md "Conversations and the
+deletion policy"). The ModelPolicy points at the bundled model of ``--release-namespace``. Turns are
+printed as they are stored, read from the bundled PostgreSQL with ``kubectl exec`` (any cluster where
+``make deploy`` installed bundled mode); with your own database only the status is followed. Exits 0 when
+the Conversation Succeeds, 1 with its reason when it fails, 2 on timeout.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from stoa_devenv import state
 from stoa_devenv.tools import REPO_ROOT, kubectl_binary
 
 EXAMPLES = REPO_ROOT / "examples" / "debate"
+MODEL_SERVICE = "stoa-model"  # the chart's bundled model, the examples' ModelPolicy target
+HOPELESS = ("InvalidSpec", "RoleConflict")  # Ready reasons no waiting will clear: fail at once
 TURNS_QUERY = (
     "SELECT t.seq, t.speaker, replace(t.content, E'\\n', ' ') FROM stoa.turns t "
     "WHERE t.conversation_id = '{uid}' AND t.seq > {after} ORDER BY t.seq"
@@ -30,6 +37,7 @@ def add_parser(dev_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     demo.add_argument("--namespace", default="default", help="where the example goes (default: default)")
     demo.add_argument("--release-namespace", default="stoa-system", help="where Stoa is installed")
     demo.add_argument("--timeout", type=float, default=900, help="seconds to wait for the end (default 900)")
+    demo.add_argument("--rounds", type=int, help="debate rounds (default: the example's maxRounds)")
     demo.set_defaults(func=run)
 
 
@@ -40,8 +48,8 @@ class Kubectl:
         if not os.environ.get("KUBECONFIG") and cluster:
             self.base += ["--kubeconfig", str(cluster["kubeconfig"])]
 
-    def __call__(self, *args: str, check: bool = True) -> str:
-        result = subprocess.run([*self.base, *args], capture_output=True, text=True, check=False)
+    def __call__(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
+        result = subprocess.run([*self.base, *args], input=stdin, capture_output=True, text=True, check=False)
         if check and result.returncode != 0:
             raise SystemExit(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
@@ -76,20 +84,38 @@ def _new_turns(
     return turns
 
 
+def example_docs(release_namespace: str, rounds: int | None) -> list[dict[str, Any]]:
+    """examples/debate/ as this demo applies it: the model in ``release_namespace``, ``rounds`` if given."""
+    docs: list[dict[str, Any]] = []
+    for path in sorted(Path(EXAMPLES).glob("*.yaml")):
+        text = path.read_text().replace(
+            f"{MODEL_SERVICE}.stoa-system.svc", f"{MODEL_SERVICE}.{release_namespace}.svc"
+        )
+        docs += [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        if doc["kind"] == "Conversation" and rounds is not None:
+            doc["spec"]["maxRounds"] = rounds
+    return docs
+
+
 def run(args: argparse.Namespace) -> int:
     kubectl = Kubectl()
+    docs = example_docs(args.release_namespace, args.rounds)
+    name = next(str(d["metadata"]["name"]) for d in docs if d["kind"] == "Conversation")
+    earlier = kubectl(
+        "get", "conversations.stoa.dev", name, "-n", args.namespace, "--ignore-not-found", "-o", "json"
+    )
+    if earlier.strip():
+        uid = str(json.loads(earlier)["metadata"]["uid"])
+        print(f"+ kubectl delete conversation {name} -n {args.namespace}   # the last run's", flush=True)
+        kubectl("delete", "conversations.stoa.dev", name, "-n", args.namespace, "--timeout=120s")
+        print(f"  its transcript is kept as {args.namespace}/{name}@{uid.replace('-', '')[:8]}", flush=True)
     print(f"+ kubectl apply -n {args.namespace} -f {EXAMPLES.relative_to(REPO_ROOT)}/", flush=True)
-    print(kubectl("apply", "-n", args.namespace, "-f", str(EXAMPLES)), end="", flush=True)
-    name = next(
-        line.split(":", 1)[1].strip()
-        for path in sorted(Path(EXAMPLES).glob("*.yaml"))
-        for doc in path.read_text().split("\n---")
-        if "kind: Conversation" in doc
-        for line in doc.splitlines()
-        if line.strip().startswith("name:")
+    print(
+        kubectl("apply", "-n", args.namespace, "-f", "-", stdin=yaml.safe_dump_all(docs)), end="", flush=True
     )
     deadline = time.monotonic() + args.timeout
-    shown, last_phase = 0, ""
+    shown, last_phase = 0, ("", "")
     pod = _postgres_pod(kubectl, args.release_namespace)
     if pod is None:
         print(f"No bundled PostgreSQL in {args.release_namespace}: following status only", flush=True)
@@ -103,11 +129,19 @@ def run(args: argparse.Namespace) -> int:
             ):
                 print(f"[{seq:>2}] {speaker}: {content}", flush=True)
                 shown = seq
-        if phase != last_phase:
+        ready_now: dict[str, Any] = next(
+            (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+        )
+        why = f"{ready_now.get('reason', '')}: {ready_now.get('message', '')}" if ready_now else ""
+        if (phase, why) != last_phase:
             print(
-                f"Conversation {args.namespace}/{name}: {phase} (turns {status.get('turns', 0)})", flush=True
+                f"Conversation {args.namespace}/{name}: {phase} (turns {status.get('turns', 0)}) {why}",
+                flush=True,
             )
-            last_phase = phase
+            last_phase = (phase, why)
+        if ready_now.get("reason") in HOPELESS:
+            print(f"Failed: {why} (kubectl describe conversation {name} -n {args.namespace})")
+            return 1
         if phase == "Succeeded":
             ready: dict[str, Any] = next(
                 (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}

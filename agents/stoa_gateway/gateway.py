@@ -21,7 +21,7 @@ from stoa_gateway.breaker import (
 )
 from stoa_gateway.limits import Limits, LocalLimits
 from stoa_gateway.metrics import GatewayMetrics
-from stoa_gateway.policy import GatewayConfig, Target
+from stoa_gateway.policy import GatewayConfig, Target, policy_hash
 from stoa_gateway.priority import PriorityQueue
 from stoa_gateway.state import PolicyRuntime, TargetRuntime
 
@@ -175,7 +175,12 @@ class Gateway:
                     "lastHealthCheckError": rt.last_health_error,
                 }
             spent = self.limits.spent(name, time.time())
-            policies[name] = {"targets": targets, "spentTodayUSD": round(spent, 6)}
+            # specHash: what this replica serves, compared by the operator (ModelPolicy condition Served).
+            policies[name] = {
+                "targets": targets,
+                "spentTodayUSD": round(spent, 6),
+                "specHash": policy_hash(runtime.spec),
+            }
         return {
             "limits": self.limits.status(),
             "config": {

@@ -23,7 +23,13 @@ WINDOW_PATTERN = r"^([1-9]|[1-8][0-9]|90)d$"  # 1d .. 90d
 class Spec(BaseModel):
     """camelCase aliases, unknown fields rejected: the CRD spec conventions."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_attribute_docstrings=True,  # field docstrings: the CRD's `kubectl explain` text
+    )
 
 
 class Objective(Spec):
@@ -49,8 +55,11 @@ class AgentSLO(Spec):
     (delivery of the turn message to the commit of the turn)."""
 
     window: str = Field(default="30d", pattern=WINDOW_PATTERN)
+    """Rolling window of the objectives: 1d to 90d."""
     availability: Objective | None = None
+    """Percent of turns stored rather than failed."""
     latency: LatencyObjective | None = None
+    """Percent of turns committed within thresholdSeconds of their delivery."""
 
 
 class PolicySLO(Spec):
@@ -58,20 +67,28 @@ class PolicySLO(Spec):
     requests, and time to first token of streams."""
 
     window: str = Field(default="30d", pattern=WINDOW_PATTERN)
+    """Rolling window of the objectives: 1d to 90d."""
     availability: Objective | None = None
+    """Percent of requests answered successfully."""
     latency: LatencyObjective | None = None
+    """Percent of successful requests answered within thresholdSeconds."""
     time_to_first_token: LatencyObjective | None = None
+    """Percent of streams whose first token came within thresholdSeconds."""
 
 
 class Probe(Spec):
     """A synthetic one-turn conversation run on a schedule; never counted in totals or transcripts."""
 
     enabled: bool = True
+    """Run the probe."""
     interval_seconds: int = Field(default=300, ge=10, le=86400)
+    """Seconds between probes."""
     timeout_seconds: int = Field(default=120, ge=5, le=3600)
+    """A probe not finished by then counts as TimedOut."""
     topic: str = Field(
         default="Synthetic probe: answer with one short sentence.", min_length=1, max_length=500
     )
+    """The probe conversation's topic."""
 
 
 class HealthCheck(Spec):
@@ -79,8 +96,12 @@ class HealthCheck(Spec):
     schedule, so a dead target is skipped before a user request hits it."""
 
     enabled: bool = True
+    """Run the checks."""
     interval_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """Seconds between checks of each target."""
     timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    """A check not answered by then fails."""
     unhealthy_threshold: int = Field(default=2, ge=1, le=100, description="failed checks in a row to skip")
     healthy_threshold: int = Field(default=1, ge=1, le=100, description="passed checks in a row to return")
     prompt: str = Field(default="ping", min_length=1, max_length=200)
+    """The one-message prompt sent (max 1 output token)."""

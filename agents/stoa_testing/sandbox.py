@@ -86,7 +86,10 @@ def fleet_for(env: Env, agents: list[str], replicas: int, extra: dict[str, str] 
         name: literal_env(
             agent_env(
                 name,
-                AgentSpec(role="member", persona="Bench agent."),
+                # Direct to the fake (no gateway): the policy is only the name the spec needs.
+                AgentSpec.model_validate(
+                    {"role": "member", "persona": "Bench agent.", "modelPolicyRef": {"name": "fake"}}
+                ),
                 Wiring(
                     rabbitmq_url=env.rabbitmq.url,
                     postgres_dsn=env.postgres.dsn,

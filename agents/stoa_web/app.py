@@ -35,7 +35,7 @@ from stoa_web.settings import ApiSettings
 from stoa_web.store import Store
 
 log = logging.getLogger("stoa.api")
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 STATIC = Path(str(resources.files("stoa_web") / "static"))
 # The console loads only its own files; nothing may frame it.
 SECURITY_HEADERS = [

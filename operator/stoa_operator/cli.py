@@ -1,4 +1,5 @@
-"""``stoa operator``: run the operator (kopf), or ``stoa operator crds|rbac generate|check``."""
+"""``stoa operator``: run the operator (kopf), or ``stoa operator crds|rbac generate|check``, or
+``stoa operator drain`` (the chart's pre-delete hook)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 from pydantic import ValidationError
 
-from stoa_operator import crdgen
+from stoa_operator import crdgen, drain
 from stoa_operator.handlers import register
 from stoa_operator.k8s import rbac
 from stoa_operator.k8s.client import Kube
@@ -30,7 +31,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="stoa operator",
         description="Run the Stoa operator. Configuration: STOA_OPERATOR_* env (docs/operator.md). "
-        "Also: `stoa operator crds generate|check`, `stoa operator rbac generate|check`.",
+        "Also: `stoa operator crds generate|check`, `stoa operator rbac generate|check`, "
+        "`stoa operator drain` (what `helm uninstall` runs first).",
     )
     parser.add_argument(
         "--namespace",
@@ -55,6 +57,12 @@ def run(argv: Sequence[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     setup_tracing("stoa-operator")  # conversation starts; OTEL_* from the chart, off without an endpoint
+    for deprecated in ("postgres_dsn", "rabbitmq_url"):
+        if getattr(settings, deprecated):
+            logging.getLogger(__name__).warning(
+                "Ignoring STOA_OPERATOR_%s (deprecated in 0.2.0): each namespace's connection Secret is used",
+                deprecated.upper(),
+            )
     namespaces = args.namespace or settings.namespace_list()
     metrics = Metrics()
     if settings.metrics_port_number:
@@ -110,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return crdgen.main(args[1:])
     if args and args[0] == "rbac":
         return rbac.main(args[1:])
+    if args and args[0] == "drain":
+        return drain.main(args[1:])
     return run(args)
 
 

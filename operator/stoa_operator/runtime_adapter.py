@@ -23,7 +23,6 @@ from stoa_agents.identity import agent_key
 from stoa_agents.probes import run_probe
 from stoa_agents.store.db import CONNECTION_ERRORS, open_pool
 from stoa_agents.store.turn_records import turn_counts
-from stoa_agents.turns.policy import TERMINAL_PHASES
 from stoa_api.conversation import ConversationSpec
 from stoa_api.status import AgentStatus, ConversationStatus
 
@@ -68,8 +67,14 @@ def agent_queue(namespace: str, agent: str) -> str:
     return queue_name(agent_key(namespace, agent))
 
 
-def transcript_hint(namespace: str, name: str) -> str:
-    return f'stoa transcript {runtime_name(namespace, name)} --postgres-url "$STOA_POSTGRES_DSN"'
+RESOURCE_DELETED = "Conversation resource deleted"
+
+
+def transcript_hint(namespace: str, name: str, agent: str) -> str:
+    """``status.transcript``: a command that prints the transcript from anywhere kubectl works, through a
+    pod of one of its agents (the Stoa image, with the namespace's DSN in its env)."""
+    inner = f'stoa transcript {runtime_name(namespace, name)} --postgres-url "$STOA_POSTGRES_DSN"'
+    return f"kubectl exec -n {namespace} deploy/agent-{agent} -- sh -c '{inner}'"
 
 
 class Runtime:
@@ -164,18 +169,9 @@ class Runtime:
 
         async def go() -> str:
             pool = await self._pool(conn.postgres_dsn)
-            key = runtime_name(namespace, name)
-            status = await control.conversation_status(pool, key)
-            if status is None or str(status.id) != uid:
-                return "nothing to stop"
-            done = "already finished"
-            if status.phase not in TERMINAL_PHASES:
-                await control.stop(pool, key, reason="Conversation resource deleted")
-                done = "stopped"
-            if purge:
-                await control.purge(pool, key)
-                done += ", transcript purged"
-            return done
+            return await control.release(
+                pool, runtime_name(namespace, name), uid, purge_transcript=purge, reason=RESOURCE_DELETED
+            )
 
         return self._run(self._guard(go(), "stop conversation"))
 

@@ -9,7 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from stoa_settings import StoaSettings
 
-DEFAULT_IMAGE = "ghcr.io/stoa-dev/stoa:0.1.0"
+DEFAULT_IMAGE = "ghcr.io/stoa-dev/stoa:0.2.0"
 
 
 class OperatorSettings(StoaSettings):
@@ -25,16 +25,20 @@ class OperatorSettings(StoaSettings):
     agent_image: str = DEFAULT_IMAGE
     gateway_image: str = DEFAULT_IMAGE
     image_pull_policy: str = Field(default="IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    image_pull_secrets: str = Field(
+        default="", description="comma-separated Secrets (in each namespace) for pulling agent/gateway images"
+    )
     gateway_replicas: int = Field(default=2, ge=1, le=20)
     gateway_port_number: int = Field(default=8080, ge=1, le=65535)
     agent_metrics_port_number: int = Field(default=9090, ge=1, le=65535)
     connection_secret: str = Field(
         default="stoa-connections", description="Secret (per namespace) with keys rabbitmqUrl, postgresDsn"
     )
-    # The operator's own runtime connection (start/suspend/stop conversations, read status). When
-    # unset, it reads the connection Secret of the object's namespace.
-    postgres_dsn: str | None = None
-    rabbitmq_url: str | None = None
+    # Deprecated in 0.2.0 and ignored (chart 0.1.0 set them from the release namespace's Secret, which put
+    # every namespace's Conversations in that one database): the operator always uses the connection
+    # Secret of the Conversation's namespace, the one its agents use.
+    postgres_dsn: str | None = Field(default=None, description="deprecated, ignored")
+    rabbitmq_url: str | None = Field(default=None, description="deprecated, ignored")
     resync_seconds: float = Field(default=30.0, gt=0, description="drift timer interval")
     conversation_sync_seconds: float = Field(default=10.0, gt=0)
     retry_seconds: float = Field(default=10.0, gt=0, description="delay before retrying a missing dependency")
@@ -53,3 +57,6 @@ class OperatorSettings(StoaSettings):
 
     def namespace_list(self) -> list[str]:
         return [n.strip() for n in self.namespaces.split(",") if n.strip()]
+
+    def pull_secrets(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.image_pull_secrets.split(",") if n.strip())

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +64,9 @@ MODERATOR_QUESTIONS = [
 ]
 
 
+NEXT_ASKED = re.compile(r"'NEXT: <name>' \(([^)]*)\)")
+
+
 @dataclass(frozen=True)
 class Call:
     """One chat request the fake answered (monotonic time, speaker, its n-th request, reply kind)."""
@@ -87,6 +92,7 @@ class DebateState(FakeState):
 
     def __init__(self, agents: Mapping[str, tuple[str, str]]) -> None:
         super().__init__(model="debate-fake")
+        self.last = deque(maxlen=10000)  # every request's path, headers and body (tests read what was sent)
         self.personas = {name: persona for name, (_, persona) in agents.items()}
         self.roles = {name: role for name, (role, _) in agents.items()}
         self.counts: dict[str, int] = {}
@@ -127,11 +133,14 @@ class DebateState(FakeState):
                 )
             else:
                 question = MODERATOR_QUESTIONS[(number - 2) % len(MODERATOR_QUESTIONS)]
+                # turnPolicy moderatorSelected: the task lists who may speak next; always pick the first.
+                asked = NEXT_ASKED.search(prompt)
+                pick = f"NEXT: {asked.group(1).split(',')[0].strip()}\n" if asked else ""
                 kind, reply = (
                     "round",
                     (
                         f"Round {number - 1}: team A pointed at growth, team B at losses. {question}\n"
-                        "VERDICT: CONTINUE"
+                        f"{pick}VERDICT: CONTINUE"
                     ),
                 )
         elif role in ("pro", "con"):

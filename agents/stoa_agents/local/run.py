@@ -59,6 +59,8 @@ async def run_local(args: argparse.Namespace) -> int:
     if isinstance(plan, str):
         print(f"{args.directory}: {plan}")
         return 2
+    for note in plan.notes:
+        print(f"Note: {note}", flush=True)
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="stoa-run-"))
     await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
     async with Teardown() as owner:

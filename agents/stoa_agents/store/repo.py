@@ -127,6 +127,16 @@ async def find_conversation(db: asyncpg.Pool, name: str) -> ConversationRow | No
     return _conversation(row) if row else None
 
 
+async def rename_conversation(db: asyncpg.Pool, conversation_id: str, name: str) -> bool:
+    """Give a stored conversation another runtime name (archiving frees its name); False if it is gone."""
+    changed = await db.fetchval(
+        "UPDATE stoa.conversations SET name = $2, updated_at = now() WHERE id = $1 RETURNING id",
+        uuid.UUID(conversation_id),
+        name,
+    )
+    return changed is not None
+
+
 async def is_processed(db: asyncpg.Pool, message_id: str) -> bool:
     return bool(await db.fetchval("SELECT 1 FROM stoa.processed_messages WHERE message_id = $1", message_id))
 

@@ -102,7 +102,10 @@ def turn_context(
     if expected != speaker.agent:
         raise MisroutedError(f"turn {seq} belongs to {expected}, not {speaker.agent}")
     participant = spec.participant(speaker.agent)
-    role = participant.role.value if participant else speaker.role
+    # The participant role when the Conversation sets one, else the Agent's own role (the default).
+    role = (
+        participant.role.value if participant is not None and participant.role is not None else speaker.role
+    )
     moderator = spec.moderator_name()
     if speaker.agent == moderator:
         role = "moderator"

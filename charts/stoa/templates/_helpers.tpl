@@ -112,3 +112,12 @@ app.kubernetes.io/component: api
 {{- range $k, $v := . }}{{- $pairs = append $pairs (printf "%s=%s" $k $v) }}{{- end }}
 {{- join "," $pairs }}
 {{- end }}
+
+{{/* Names of .Values.imagePullSecrets, comma-separated (the operator gives them to the pods it builds). */}}
+{{- define "stoa.pullSecretNames" -}}
+{{- $names := list -}}
+{{- range .Values.imagePullSecrets -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}

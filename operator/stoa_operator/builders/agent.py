@@ -19,6 +19,7 @@ from stoa_operator.builders.common import (
     container_security,
     metadata,
     pod_security,
+    pull_secrets,
     selector,
     service_account,
 )
@@ -39,6 +40,7 @@ class AgentInputs:
     model_base_url: str | None  # the namespace gateway; None when the agent names a model directly
     metrics_port: int = 9090
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()  # the chart's imagePullSecrets (Secrets of this namespace)
     otel_env: tuple[tuple[str, str], ...] = ()  # OTEL_* passed down from the operator (otel_env.py)
 
 
@@ -105,6 +107,7 @@ def build_deployment(inputs: AgentInputs) -> dict[str, Any]:
                     "serviceAccountName": name,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
+                    **pull_secrets(inputs.image_pull_secrets),
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],

@@ -101,6 +101,11 @@ def pod_security() -> dict[str, Any]:
     }
 
 
+def pull_secrets(names: tuple[str, ...]) -> dict[str, Any]:
+    """``imagePullSecrets`` of a pod spec (nothing when there are none)."""
+    return {"imagePullSecrets": [{"name": n} for n in names]} if names else {}
+
+
 def service_account(
     name: str, namespace: str, labels: dict[str, str], owners: list[dict[str, Any]]
 ) -> dict[str, Any]:

@@ -9,12 +9,12 @@ gateway with ``maxUnavailable: 0``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from stoa_gateway.config import content_hash
 from stoa_gateway.policy import GatewayConfig, ModelPolicySpec, PolicyEntry
 from stoa_operator.builders.common import (
     GATEWAY_CONFIG_DIR,
@@ -24,6 +24,7 @@ from stoa_operator.builders.common import (
     gateway_labels,
     metadata,
     pod_security,
+    pull_secrets,
     selector,
     service_account,
 )
@@ -39,6 +40,7 @@ class GatewayInputs:
     replicas: int = 2
     port: int = 8080
     image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()  # the chart's imagePullSecrets (Secrets of this namespace)
     connection_secret: str = "stoa-connections"  # noqa: S105 - a Secret's name; optional key redisUrl
     otel_env: tuple[tuple[str, str], ...] = ()  # OTEL_* passed down from the operator (otel_env.py)
 
@@ -65,7 +67,8 @@ def render_config(policies: dict[str, ModelPolicySpec]) -> str:
 
 
 def config_hash(config_text: str) -> str:
-    return hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    """What each gateway replica reports as ``config.hash`` once it loaded this text."""
+    return content_hash(config_text.encode())
 
 
 def key_envs(policies: dict[str, ModelPolicySpec]) -> tuple[list[KeyEnv], dict[str, str]]:
@@ -171,6 +174,7 @@ def build_deployment(inputs: GatewayInputs) -> dict[str, Any]:
                     "serviceAccountName": GATEWAY_NAME,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,  # configured only by what is set here
+                    **pull_secrets(inputs.image_pull_secrets),
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": 30,
                     "containers": [container],

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stoa_agents.envcontract import SPEC_ENV, TUNABLE_ENV
-from stoa_api.agent import AgentSpec
+from stoa_api.agent import NEEDS_POLICY, AgentSpec
 from stoa_api.base import GROUP, VERSION
 from stoa_api.conversation import ConversationSpec
 from stoa_gateway.policy import ModelPolicySpec
@@ -100,6 +100,8 @@ MODEL_POLICY = Kind(
     printer_columns=(
         _ready(),
         {"name": "Strategy", "type": "string", "jsonPath": ".spec.strategy"},
+        {"name": "Served", "type": "string", "jsonPath": ".status.served"},
+        {"name": "Circuits", "type": "string", "jsonPath": ".status.circuits"},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         _reason(),
         AGE,
@@ -132,6 +134,15 @@ MODEL_POLICY = Kind(
                 "self.strategy != 'weighted' || self.targets.exists(t, t.weight > 0)",
                 "strategy weighted needs at least one target with weight > 0",
                 ".targets",
+            ),
+        ),
+        ".spec.targets[]": (
+            Rule(
+                "!has(self.apiKeyEnv)",
+                "apiKeyEnv is for `stoa gateway --config` outside Kubernetes, where you set that variable "
+                "yourself; on a cluster put the key in a Secret and name it in apiKeySecretRef (the operator "
+                "maps it into the gateway pods)",
+                ".apiKeyEnv",
             ),
         ),
         ".spec.retry": (
@@ -194,6 +205,7 @@ AGENT = Kind(
         {"name": "Policy", "type": "string", "jsonPath": ".spec.modelPolicyRef.name"},
         {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
         {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Standby", "type": "integer", "jsonPath": ".status.standbyReplicas"},
         {"name": "Active", "type": "string", "jsonPath": ".status.activePod"},
         {"name": "Budget", "type": "string", "jsonPath": ".status.errorBudgetRemaining"},
         {"name": "Turns", "type": "integer", "jsonPath": ".status.turnsHandled", "priority": 1},
@@ -210,15 +222,7 @@ AGENT = Kind(
             ),
         ),
         ".spec": (
-            Rule(
-                "has(self.modelPolicyRef) || has(self.model)",
-                "an Agent needs spec.modelPolicyRef (or spec.model)",
-            ),
-            Rule(
-                "!has(self.fallbackPolicies) || size(self.fallbackPolicies) == 0 || has(self.modelPolicyRef)",
-                "fallbackPolicies need a modelPolicyRef",
-                ".fallbackPolicies",
-            ),
+            Rule("has(self.modelPolicyRef)", NEEDS_POLICY, ".modelPolicyRef", reason="FieldValueRequired"),
             Rule(
                 "!has(self.fallbackPolicies) || !has(self.modelPolicyRef) || "
                 "self.fallbackPolicies.all(f, f.name != self.modelPolicyRef.name)",
@@ -289,14 +293,14 @@ CONVERSATION = Kind(
                 ".moderator",
             ),
             Rule(
-                "self.participants.filter(p, p.role == 'moderator').size() <= 1",
+                "self.participants.filter(p, has(p.role) && p.role == 'moderator').size() <= 1",
                 "at most one participant may have role moderator",
                 ".participants",
             ),
             Rule(
                 "!has(self.turnPolicy) || self.turnPolicy.type != 'moderatorSelected' || "
                 "has(self.moderator) || "
-                "self.participants.exists(p, p.role == 'moderator')",
+                "self.participants.exists(p, has(p.role) && p.role == 'moderator')",
                 "turnPolicy moderatorSelected needs a moderator",
                 ".turnPolicy.type",
             ),

@@ -24,9 +24,17 @@ log = logging.getLogger(__name__)
 def missing_references(ctx: Context, namespace: str, spec: AgentSpec) -> list[str]:
     missing = []
     refs = ([spec.model_policy_ref] if spec.model_policy_ref else []) + list(spec.fallback_policies)
-    for ref in refs:
-        if ctx.kube.get(MODEL_POLICY.api_version, MODEL_POLICY.kind, namespace, ref.name) is None:
+    for index, ref in enumerate(refs):
+        policy = ctx.kube.get(MODEL_POLICY.api_version, MODEL_POLICY.kind, namespace, ref.name)
+        if policy is None:
             missing.append(f"ModelPolicy {ref.name} not found")
+        elif index == 0 and spec.model is not None:
+            targets = [t.get("name") for t in (policy.get("spec") or {}).get("targets") or []]
+            if spec.model not in targets:
+                missing.append(
+                    f"ModelPolicy {ref.name} has no target {spec.model} (spec.model pins a target by name;"
+                    f" its targets: {', '.join(map(str, targets)) or 'none'})"
+                )
     secret_name = ctx.settings.connection_secret
     secret = ctx.kube.get("v1", "Secret", namespace, secret_name)
     if secret is None:
@@ -103,6 +111,7 @@ def reconcile_agent(ctx: Context, body: dict[str, Any]) -> Outcome:
         model_base_url=gateway_endpoint(namespace, s.gateway_port_number),
         metrics_port=s.agent_metrics_port_number,
         image_pull_policy=s.image_pull_policy,
+        image_pull_secrets=s.pull_secrets(),
         otel_env=ctx.otel_env,
     )
     applied = [ctx.kube.apply(child) for child in build_agent(inputs)]

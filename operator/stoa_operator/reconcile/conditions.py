@@ -11,7 +11,8 @@ DEGRADED = "Degraded"
 RUNTIME_SYNCED = "RuntimeSynced"
 LIMITS_SHARED = "LimitsShared"
 PROBE_FAILING = "ProbeFailing"
-ORDER = (READY, PROGRESSING, DEGRADED, RUNTIME_SYNCED, LIMITS_SHARED, PROBE_FAILING)
+SERVED = "Served"  # ModelPolicy: every ready gateway replica serves the current spec
+ORDER = (READY, PROGRESSING, DEGRADED, RUNTIME_SYNCED, SERVED, LIMITS_SHARED, PROBE_FAILING)
 WARN_WHEN = {RUNTIME_SYNCED: "False", PROBE_FAILING: "True"}  # a flip to this status posts a Warning
 
 

@@ -107,13 +107,12 @@ class Context:
         return found
 
     def connection(self, namespace: str) -> tuple[Connection | None, str | None]:
-        """The runtime connection for a namespace: operator settings, else its connection Secret.
-
-        Returns (connection, problem); problem names what is missing.
-        """
+        """The runtime connection for a namespace: its connection Secret, the one its agents read (each
+        namespace may have its own database and vhost). Returns (connection, problem); problem names what
+        is missing."""
         s = self.settings
-        secret = None if s.postgres_dsn else self.kube.get("v1", "Secret", namespace, s.connection_secret)
-        return connection_from(s.postgres_dsn, s.rabbitmq_url, s.connection_secret, secret)
+        secret = self.kube.get("v1", "Secret", namespace, s.connection_secret)
+        return connection_from(None, None, s.connection_secret, secret)
 
 
 @dataclass

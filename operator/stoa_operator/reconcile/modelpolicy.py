@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stoa_api.status import ModelPolicyStatus, TargetHealth
-from stoa_gateway.policy import ModelPolicySpec
+from stoa_gateway.policy import ModelPolicySpec, policy_hash
 from stoa_operator.builders.common import (
     GATEWAY_NAME,
     gateway_endpoint,
@@ -64,6 +64,7 @@ def sync_gateway(
             replicas=s.gateway_replicas,
             port=s.gateway_port_number,
             image_pull_policy=s.image_pull_policy,
+            image_pull_secrets=s.pull_secrets(),
             connection_secret=s.connection_secret,
             otel_env=ctx.otel_env,
         )
@@ -88,19 +89,25 @@ def _missing_secrets(ctx: Context, namespace: str, spec: ModelPolicySpec) -> lis
     return missing
 
 
-def _gateway_replies(ctx: Context, namespace: str) -> list[dict[str, Any]]:
-    """``/v1/stoa/status`` of every running gateway replica of the namespace that answers."""
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _gateway_replicas(ctx: Context, namespace: str) -> list[readiness.Replica]:
+    """Every running gateway pod of the namespace: Ready or not, and its ``/v1/stoa/status``."""
     labels = selector(gateway_labels())
     pods = ctx.kube.list("v1", "Pod", namespace, ",".join(f"{k}={v}" for k, v in labels.items()))
-    replies = []
+    replicas = []
     for pod in pods:
-        ip = (pod.get("status") or {}).get("podIP")
-        if ip and (pod.get("status") or {}).get("phase") == "Running":
-            url = f"http://{ip}:{ctx.settings.gateway_port_number}/v1/stoa/status"
-            reply = ctx.gateway_probe(url, ctx.settings.gateway_status_timeout_seconds)
-            if reply is not None:
-                replies.append(reply)
-    return replies
+        status = pod.get("status") or {}
+        ip = status.get("podIP")
+        if not ip or status.get("phase") != "Running" or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        url = f"http://{ip}:{ctx.settings.gateway_port_number}/v1/stoa/status"
+        reply = ctx.gateway_probe(url, ctx.settings.gateway_status_timeout_seconds)
+        replicas.append(readiness.Replica(pod["metadata"]["name"], _pod_ready(pod), reply))
+    return replicas
 
 
 def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
@@ -116,7 +123,11 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
     observations = readiness.workload(
         f"gateway {GATEWAY_NAME}", readiness.rollout(deployment), problems, reason
     )
-    replies = _gateway_replies(ctx, namespace)
+    replicas = _gateway_replicas(ctx, namespace)
+    replies = [r.reply for r in replicas if r.reply is not None]
+    want = policy_hash(spec)
+    serving = readiness.served(name, want, replicas)
+    observations = readiness.gate_ready(observations, serving)
     observations.append(readiness.limits_shared(replies))
     targets = readiness.merge_target_health(name, [t.name for t in spec.targets], replies)
     rule = apply_slo_rules(ctx, body, policy_rules(namespace, name, spec.slo) if spec.slo else None)
@@ -125,6 +136,11 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
         endpoint=gateway_endpoint(namespace, ctx.settings.gateway_port_number),
         gateway=GATEWAY_NAME,
         config_hash=config_hash(config_text),
+        spec_hash=want,
+        served=serving.served,
+        circuits=readiness.circuits(targets),
         targets=[TargetHealth.model_validate(t) for t in targets],
     )
-    return finish(ctx, body, observations, status, retry_in=ctx.settings.retry_seconds if problems else None)
+    # Until every replica serves it (the kubelet refreshes the ConfigMap lazily), look again soon.
+    retry = problems or not serving.ok
+    return finish(ctx, body, observations, status, retry_in=ctx.settings.retry_seconds if retry else None)

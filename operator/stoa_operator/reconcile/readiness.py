@@ -12,9 +12,11 @@ from stoa_operator.reconcile.conditions import (
     PROGRESSING,
     READY,
     RUNTIME_SYNCED,
+    SERVED,
     Observation,
 )
 
+LOADING = "Loading"  # Served=False: a ready gateway replica does not serve the current spec yet
 CIRCUIT_SEVERITY = {"open": 3, "halfOpen": 2, "half_open": 2, "closed": 1, "unknown": 0}
 
 
@@ -54,6 +56,17 @@ def blocked(missing: list[str], reason: str = "MissingReference") -> list[Observ
         Observation(READY, False, reason, message),
         Observation(PROGRESSING, False, "WaitingForReference", f"waiting for: {message}"),
         Observation(DEGRADED, True, reason, message),
+    ]
+
+
+def waiting(what: list[str], reason: str = "WaitingForModel") -> list[Observation]:
+    """Not started yet, and nothing is wrong: a dependency is still settling (e.g. a gateway loading a
+    new ModelPolicy). Retried until it is ready."""
+    message = "; ".join(what)
+    return [
+        Observation(READY, False, reason, message),
+        Observation(PROGRESSING, True, reason, f"waiting for: {message}"),
+        Observation(DEGRADED, False, "AsExpected", ""),
     ]
 
 
@@ -180,3 +193,71 @@ def limits_shared(replies: list[dict[str, Any]]) -> Observation:
         "BackendUnreachable",
         f"{len(unshared)}/{len(views)} replicas hold their share (limit / {replicas}): {reason}"[:1000],
     )
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One gateway pod as the ModelPolicy reconcile sees it: Ready, and its ``/v1/stoa/status`` (None
+    when it did not answer)."""
+
+    pod: str
+    ready: bool
+    reply: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Serving:
+    observation: Observation
+    served: str  # "<serving>/<ready>" for status.served
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.observation.status)
+
+
+def served(policy: str, spec_hash: str, replicas: list[Replica]) -> Serving:
+    """Served: every Ready gateway replica (the ones the Service sends calls to) reports this policy with
+    the spec hash the operator rendered. The kubelet refreshes a mounted ConfigMap lazily (up to about a
+    minute), so a replica may serve an older spec, or not know a new policy, for a while after a change."""
+    ready = [r for r in replicas if r.ready]
+    serving = [
+        r
+        for r in ready
+        if r.reply is not None
+        and str(((r.reply.get("policies") or {}).get(policy) or {}).get("specHash") or "") == spec_hash
+    ]
+    count = f"{len(serving)}/{len(ready)}"
+    if not ready:
+        return Serving(Observation(SERVED, False, "NoReadyReplica", "no gateway replica is ready"), count)
+    if len(serving) == len(ready):
+        return Serving(
+            Observation(SERVED, True, "Served", f"{count} ready gateway replicas serve the current spec"),
+            count,
+        )
+    silent = sorted(r.pod for r in ready if r.reply is None)
+    behind = sorted(r.pod for r in ready if r.reply is not None and r not in serving)
+    parts = []
+    if behind:
+        parts.append(
+            f"not loaded yet by {', '.join(behind)} (the kubelet refreshes the ConfigMap within a minute)"
+        )
+    if silent:
+        parts.append(f"no status answer from {', '.join(silent)}")
+    message = f"{count} ready gateway replicas serve the current spec; " + "; ".join(parts)
+    return Serving(Observation(SERVED, False, LOADING, message), count)
+
+
+def gate_ready(observations: list[Observation], serving: Serving) -> list[Observation]:
+    """Ready only once the policy is served: a call right after Ready must find the current spec."""
+    out = []
+    for o in observations:
+        gated = o.type == READY and o.status and not serving.ok
+        out.append(
+            Observation(READY, False, serving.observation.reason, serving.observation.message) if gated else o
+        )
+    return [*out, serving.observation]
+
+
+def circuits(targets: list[dict[str, Any]]) -> str:
+    """``status.circuits``: each target's (worst) circuit, in spec order."""
+    return ",".join(f"{t['name']}={t.get('circuit', 'unknown')}" for t in targets)

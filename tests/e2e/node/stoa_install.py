@@ -147,9 +147,11 @@ def user_services() -> list[JSON]:
     ]
 
 
-def install(bed: Bed, tmp: Path, bundled_overrides: JSON | None = None) -> Iterator[Install]:
-    """Two fresh namespaces, ``helm install`` (bundled mode) and the user's own ``stoa-*`` Services;
-    uninstalled and deleted afterwards."""
+def install(
+    bed: Bed, tmp: Path, bundled_overrides: JSON | None = None, values: JSON | None = None
+) -> Iterator[Install]:
+    """Two fresh namespaces, ``helm install`` (bundled mode, plus top-level ``values``) and the user's own
+    ``stoa-*`` Services; uninstalled and deleted afterwards."""
     suffix = uuid.uuid4().hex[:6]
     inst = Install(bed, f"stoa-{suffix}", f"stoa-sys-{suffix}", f"debate-{suffix}", bundled_overrides or {})
     for namespace in (inst.release_ns, inst.ns):
@@ -157,7 +159,7 @@ def install(bed: Bed, tmp: Path, bundled_overrides: JSON | None = None) -> Itera
     failed = True
     try:
         bed.kubectl("apply", "-n", inst.ns, "-f", "-", stdin=yaml.safe_dump_all(user_services()))
-        inst.helm_install(tmp)
+        inst.helm_install(tmp, **(values or {}))
         failed = False
         yield inst
     except BaseException:

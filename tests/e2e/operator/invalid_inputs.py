@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 POLICY: dict[str, Any] = {
@@ -78,12 +79,24 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "must be HTTP statuses (100-599)",
     ),
     ("budget of 0 USD", POLICY, {"budget": {"dailyLimitUSD": 0}}, "should be greater than 0"),
+    (
+        "apiKeyEnv on a cluster",
+        POLICY,
+        {"targets": [{**TARGET_B, "apiKeyEnv": "OPENAI_KEY"}]},
+        "apiKeyEnv is for `stoa gateway --config` outside Kubernetes",
+    ),
     ("unknown field", POLICY, {"fallbacks": ["a"]}, 'unknown field "spec.fallbacks"'),
     (
         "agent without a model",
         AGENT,
         {"modelPolicyRef": None},
-        "an Agent needs spec.modelPolicyRef (or spec.model)",
+        "an Agent needs spec.modelPolicyRef: name the ModelPolicy",
+    ),
+    (
+        "model without a policy",
+        AGENT,
+        {"modelPolicyRef": None, "model": "gpt-4o-mini"},
+        "spec.model alone names no endpoint (it picks one of the policy's targets)",
     ),
     (
         "agent replicas 0",
@@ -166,6 +179,12 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         'Unsupported value: "judge"',
     ),
     (
+        "team (removed: nothing read it)",
+        CONVERSATION,
+        {"participants": [{"agentRef": "a", "team": "A"}]},
+        'unknown field "spec.participants[0].team"',
+    ),
+    (
         "agentRef not a DNS name",
         CONVERSATION,
         {"participants": [{"agentRef": "Not_OK"}]},
@@ -194,3 +213,31 @@ def manifest(base: dict[str, Any], changes: dict[str, Any], name: str) -> dict[s
         else:
             body["spec"][key] = value
     return body
+
+
+def _code(text: str) -> str:
+    return f"``{text}``" if "`" in text else f"`{text}`"
+
+
+def markdown_table() -> str:
+    """The table of docs/operator.md "Invalid inputs" (a unit test keeps the two equal):
+    ``python -m tests.e2e.operator.invalid_inputs`` prints it."""
+
+    def changes_text(changes: dict[str, Any]) -> str:
+        return ", ".join(
+            _code(f"{k}: (removed)" if v is None else f"{k}: {json.dumps(v)}") for k, v in changes.items()
+        )
+
+    lines = ["| # | Kind | Bad input | API server message contains |", "|---|---|---|---|"]
+    rows = [(c, b, ch, m, "") for c, b, ch, m in BAD_INPUTS] + [
+        (c, b, ch, m, " (update)") for c, b, ch, m in BAD_UPDATES
+    ]
+    for number, (case, base, changes, message, how) in enumerate(rows, start=1):
+        lines.append(
+            f"| {number} | {base['kind']} | {case}{how}: {changes_text(changes)} | {_code(message)} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

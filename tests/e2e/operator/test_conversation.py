@@ -23,8 +23,16 @@ def _agent(name: str) -> dict[str, Any]:
         "apiVersion": "stoa.dev/v1alpha1",
         "kind": "Agent",
         "metadata": {"name": name},
-        "spec": {"role": "member", "persona": f"You are {name}.", "model": "smollm2-135m"},
+        "spec": {"role": "member", "persona": f"You are {name}.", "modelPolicyRef": {"name": "talk-models"}},
     }
+
+
+POLICY = {
+    "apiVersion": "stoa.dev/v1alpha1",
+    "kind": "ModelPolicy",
+    "metadata": {"name": "talk-models"},
+    "spec": {"targets": [{"name": "local", "baseURL": "http://127.0.0.1:9/v1", "model": "smollm2-135m"}]},
+}
 
 
 async def _db_counts(dsn: str, name: str) -> tuple[int, int, str | None]:
@@ -64,6 +72,7 @@ def test_conversation_starts_once_across_restarts_suspends_and_stops(
     cluster.secret("stoa-connections", {"postgresDsn": postgres.dsn, "rabbitmqUrl": rabbitmq.url})
     suffix = uuid.uuid4().hex[:5]
     first, second = f"a-{suffix}", f"b-{suffix}"
+    cluster.create("modelpolicies", POLICY)  # no gateway pod runs here (no node): it does not hold the start
     for name in (first, second):
         cluster.create("agents", _agent(name))
     log = control_plane.base / f"operator-{ns}.log"
@@ -101,7 +110,7 @@ def test_conversation_starts_once_across_restarts_suspends_and_stops(
     )
     assert obj["status"]["conversationId"] == uid
     assert obj["status"]["phase"] == "Pending"  # no kubelet: nobody consumes turn 1
-    assert obj["status"]["transcript"].startswith(f"stoa transcript {ns}/talk")
+    assert f"stoa transcript {ns}/talk " in obj["status"]["transcript"]
     assert cond(obj, "Progressing")["status"] == "True"
     assert obj["metadata"]["finalizers"] == ["stoa.dev/finalizer"]
 
@@ -127,11 +136,13 @@ def test_conversation_starts_once_across_restarts_suspends_and_stops(
     )
     assert asyncio.run(_db_counts(postgres.dsn, f"{ns}/talk"))[2] == "Suspended"
 
-    # Deleting the resource stops the conversation (finalizer) and keeps the transcript (default policy).
+    # Deleting the resource stops the conversation (finalizer) and keeps the transcript (default policy),
+    # archived under <name>@<uid8> so that the name is free for a new Conversation.
     cluster.delete("conversations", "talk")
     wait_for(lambda: cluster.get("conversations", "talk") is None, 30, "finalizer released")
-    rows, _, phase = asyncio.run(_db_counts(postgres.dsn, f"{ns}/talk"))
+    rows, _, phase = asyncio.run(_db_counts(postgres.dsn, f"{ns}/talk@{uid.replace('-', '')[:8]}"))
     assert (rows, phase) == (1, "Failed")
+    assert asyncio.run(_db_counts(postgres.dsn, f"{ns}/talk"))[0] == 0
 
 
 def test_restart_mid_reconcile_duplicates_nothing(
@@ -149,6 +160,7 @@ def test_restart_mid_reconcile_duplicates_nothing(
     log = control_plane.base / f"operator-{ns}.log"
     op = OperatorProcess(op_kubeconfig, [ns], log).start()
     operator_factory.append(op)
+    cluster.create("modelpolicies", POLICY)
     for name in names:
         cluster.create("agents", _agent(name))
     wait_for(lambda: cluster.deployment("agent-r0"), 30, "first Deployment")
@@ -157,7 +169,10 @@ def test_restart_mid_reconcile_duplicates_nothing(
     operator_factory.append(op)
     for name in names:
         wait_object(cluster, "agents", name, lambda o: settled(o, "Progressing", "True"), 60)
-    deployments = cluster.apps.list_namespaced_deployment(ns).items
+    # (and the namespace's gateway for their ModelPolicy, checked elsewhere)
+    deployments = [
+        d for d in cluster.apps.list_namespaced_deployment(ns).items if d.metadata.name != "stoa-gateway"
+    ]
     assert sorted(d.metadata.name for d in deployments) == sorted(f"agent-{n}" for n in names)
     # Server-side apply cannot create a second object of a name, so what a restart could duplicate is
     # ownership and field management: each Deployment is owned once, by its own Agent (uid), and is
@@ -173,7 +188,8 @@ def test_restart_mid_reconcile_duplicates_nothing(
     # One rollout each: no spec flapping between two writers. The controller-manager creates the
     # ReplicaSets asynchronously, so wait until each Deployment has one, then check none has two.
     def replica_sets() -> list[Any]:
-        return list(cluster.apps.list_namespaced_replica_set(ns).items)
+        items = cluster.apps.list_namespaced_replica_set(ns).items
+        return [r for r in items if r.metadata.name.startswith("agent-")]
 
     wait_for(lambda: len(replica_sets()) >= len(names), 30, "a ReplicaSet per Deployment")
     assert len(replica_sets()) == len(names)

@@ -125,7 +125,7 @@ def _agent_body(name: str) -> dict[str, Any]:
         "spec": {
             "role": "member",
             "persona": "You answer in one sentence.",
-            "model": "fake-model",
+            "modelPolicyRef": {"name": "obs-models"},
             "slo": {
                 "window": "7d",
                 "availability": {"objective": 99},
@@ -137,7 +137,11 @@ def _agent_body(name: str) -> dict[str, Any]:
 
 
 def _fleet(name: str, ns: str, spec: AgentSpec, *, model: str, pg: str, mq: str, log_dir: Path) -> Fleet:
-    wiring = Wiring(rabbitmq_url=mq, postgres_dsn=pg, model_url=model, namespace=ns, metrics_port_number=0)
+    # Local replicas call the fake directly (no gateway runs without a node): its model, not the policy's.
+    wiring = Wiring(
+        rabbitmq_url=mq, postgres_dsn=pg, model_url=model, default_model="fake-model", namespace=ns,
+        metrics_port_number=0,
+    )  # fmt: skip
     tuning = {"STOA_MODEL_RETRIES": "0", "STOA_HEARTBEAT_SECONDS": "2", "STOA_MODEL_BACKOFF_SECONDS": "0.05"}
     env = literal_env(agent_env(name, spec, wiring, tuning))
     fleet = Fleet({name: env}, 1, log_dir, restart_delay=0.2)
@@ -199,6 +203,12 @@ def test_probe_and_slo_status_from_turn_records(
         log_dir=tmp_path / "agents",
     )
     try:
+        policy = {"targets": [{"name": "fake", "baseURL": failing_model.base_url, "model": "fake-model"}]}
+        cluster.create(
+            "modelpolicies",
+            {"apiVersion": "stoa.dev/v1alpha1", "kind": "ModelPolicy", "metadata": {"name": "obs-models"},
+             "spec": policy},
+        )  # fmt: skip
         cluster.create("agents", body)
         op = OperatorProcess(op_kubeconfig, [ns], control_plane.base / f"operator-{ns}.log").start()
         operator_factory.append(op)

@@ -106,7 +106,10 @@ class Cluster:
             envs[f"{namespace}-{name}" if namespace else name] = literal_env(
                 agent_env(
                     name,
-                    AgentSpec(role=role, persona=f"You are {name}."),
+                    # Direct to the fake (no gateway): the policy is only the name the spec needs.
+                    AgentSpec.model_validate(
+                        {"role": role, "persona": f"You are {name}.", "modelPolicyRef": {"name": "fake"}}
+                    ),
                     wiring,
                     {
                         "STOA_HEARTBEAT_SECONDS": "2",

@@ -43,10 +43,10 @@ def test_api_deployment_service_and_account() -> None:
     assert container["args"] == ["api", "--host", "0.0.0.0"]
     literal = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-    assert from_secret == {
-        "STOA_API_POSTGRES_DSN": {"name": "stoa-connections", "key": "postgresDsn", "optional": True}
-    }
-    settings = ApiSettings.from_environ({**literal, "STOA_API_POSTGRES_DSN": "postgresql://x@y/z"})
+    # Tenancy: no DSN of its own, so each namespace's Conversations are read from its connection Secret.
+    assert from_secret == {}
+    settings = ApiSettings.from_environ(literal)
+    assert settings.postgres_dsn is None
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert settings.port_number == ports["http"] == 8080
     assert settings.metrics_port_number == ports["metrics"] == 9090

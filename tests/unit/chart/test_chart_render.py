@@ -59,8 +59,10 @@ def test_defaults_render_operator_with_least_privilege_and_existing_secret() -> 
     assert "command" not in container  # the image's ENTRYPOINT is `stoa`
     env = _env(container)
     assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "stoa-connections"
-    assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["key"] == "rabbitmqUrl"
-    assert env["STOA_OPERATOR_POSTGRES_DSN"]["secretKeyRef"]["key"] == "postgresDsn"
+    # Tenancy: no connection of its own, so each namespace's Conversations go to its own Secret's store.
+    assert not {"STOA_OPERATOR_RABBITMQ_URL", "STOA_OPERATOR_POSTGRES_DSN"} & set(env)
+    assert env["STOA_OPERATOR_IMAGE_PULL_SECRETS"] == ""
+    assert env["STOA_OPERATOR_IMAGE_PULL_POLICY"] == "IfNotPresent"
     assert env["STOA_OPERATOR_AGENT_IMAGE"] == container["image"]
     assert env["STOA_OPERATOR_GATEWAY_IMAGE"] == container["image"]
     assert env["STOA_OPERATOR_NAMESPACES"] == ""
@@ -148,7 +150,33 @@ def test_bundled_off_renders_no_database_or_broker() -> None:
     (operator,) = find(objects, "Deployment", "stoa-operator")
     env = _env(operator["spec"]["template"]["spec"]["containers"][0])
     assert env["STOA_OPERATOR_CONNECTION_SECRET"] == "my-urls"
-    assert env["STOA_OPERATOR_RABBITMQ_URL"]["secretKeyRef"]["name"] == "my-urls"
+
+
+def test_image_values_reach_every_pod_and_the_pods_the_operator_builds() -> None:
+    """imagePullSecrets, repository, tag and pull policy: on every pod of the chart, and passed to the
+    operator for the agent and gateway pods it builds (those are checked in tests/unit/operator)."""
+    objects = render(
+        "bundled.enabled=true",
+        "image.repository=registry.example:5000/team/stoa",
+        "image.tag=1.2.3",
+        "image.pullPolicy=Always",
+        "imagePullSecrets[0].name=regcred",
+        "imagePullSecrets[1].name=mirror",
+    )
+    deployments = find(objects, "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} >= {"stoa-operator", "stoa-api", "stoa-model"}
+    for deployment in deployments:
+        spec = deployment["spec"]["template"]["spec"]
+        name = deployment["metadata"]["name"]
+        assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}], name
+    (operator,) = find(objects, "Deployment", "stoa-operator")
+    container = operator["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example:5000/team/stoa:1.2.3"
+    assert container["imagePullPolicy"] == "Always"
+    env = _env(container)
+    assert env["STOA_OPERATOR_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert env["STOA_OPERATOR_IMAGE_PULL_POLICY"] == "Always"
+    assert env["STOA_OPERATOR_AGENT_IMAGE"] == env["STOA_OPERATOR_GATEWAY_IMAGE"] == container["image"]
 
 
 def test_bundled_model_serves_the_debate_examples_model_url() -> None:
@@ -267,3 +295,40 @@ def test_notes_tell_the_next_step() -> None:
     assert "kubectl get stoa" in notes
     assert "stoa-model.%s.svc:8080/v1" in notes  # the bundled model's URL in the release namespace
     assert "kubectl patch modelpolicy debate-small" in notes  # when that is not stoa-system
+
+
+def test_uninstall_runs_the_drain_hook_first_with_its_own_least_privilege() -> None:
+    """`helm uninstall` runs `stoa operator drain` before deleting anything (pre-delete), as its own
+    ServiceAccount that may only list, delete and un-finalize the Stoa resources."""
+    objects = _component(
+        render("operator.watchNamespaces={team-a,team-b}", "imagePullSecrets[0].name=regcred"), "drain"
+    )
+    assert sorted(o["kind"] for o in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Job",
+        "ServiceAccount",
+    ]
+    for obj in objects:
+        annotations = obj["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-delete"
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    weights = {o["kind"]: int(o["metadata"]["annotations"]["helm.sh/hook-weight"]) for o in objects}
+    assert weights["Job"] > weights["ServiceAccount"] == weights["ClusterRole"]
+    (role,) = find(objects, "ClusterRole")
+    assert role["rules"] == [
+        {
+            "apiGroups": ["stoa.dev"],
+            "resources": ["agents", "conversations", "modelpolicies"],
+            "verbs": ["list", "delete", "patch"],
+        }
+    ]
+    (job,) = find(objects, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    assert pod["restartPolicy"] == "Never"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    (container,) = pod["containers"]
+    assert container["args"] == ["operator", "drain", "--namespaces=team-a,team-b", "--timeout=120"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert _component(render("uninstall.drain=false"), "drain") == []

@@ -131,6 +131,7 @@ class FakeRuntime:
     probes: dict[tuple[str, str], ProbeReport] = field(default_factory=dict)
     unavailable: str | None = None  # every call raises RuntimeUnavailableError with this message
     calls: list[tuple[str, str, str]] = field(default_factory=list)
+    started: dict[tuple[str, str], ConversationSpec] = field(default_factory=dict)  # the spec it started with
 
     def _check(self, what: str, namespace: str, name: str) -> None:
         self.calls.append((what, namespace, name))
@@ -142,6 +143,7 @@ class FakeRuntime:
     ) -> ConversationStatus:
         self._check("ensure", namespace, name)
         key = (namespace, name)
+        self.started.setdefault(key, spec)
         if key not in self.conversations:
             self.conversations[key] = ConversationStatus(
                 conversation_id=uid, runtime_name=f"{namespace}/{name}", phase="Pending", turns=0

@@ -15,7 +15,7 @@ from stoa_agents.envcontract import SPEC_ENV, TUNABLE_ENV
 from stoa_agents.local.wiring import LocalPlan, agent_envs
 from stoa_agents.runtime import model_config
 from stoa_agents.settings import AgentSettings
-from stoa_api.agent import AgentSpec
+from stoa_api.agent import NEEDS_POLICY, AgentSpec
 from stoa_api.conversation import ConversationSpec
 from stoa_gateway.cli import main as gateway_main
 from stoa_gateway.settings import GatewaySettings
@@ -88,7 +88,8 @@ SPEC_FIELDS: dict[str, tuple[dict[str, Any], Check, object]] = {
     "role": ({"role": "con"}, lambda s: s.agent_role, "con"),
     "persona": ({"persona": "You are Ben."}, lambda s: s.persona, "You are Ben."),
     "modelPolicyRef": ({}, lambda s: s.model_name, "debate"),
-    "model": ({"model": "debate/backup"}, lambda s: s.model_name, "debate/backup"),
+    # spec.model pins a target of the policy: the gateway's `<policy>/<target>` model name.
+    "model": ({"model": "backup"}, lambda s: s.model_name, "debate/backup"),
     "fallbackPolicies": (
         {"fallbackPolicies": [{"name": "cheap"}, {"name": "big"}]},
         lambda s: model_config(s).fallback_models,
@@ -115,11 +116,26 @@ def test_each_spec_field_reaches_the_runtime_settings(
     assert read(build(BASE | overrides)) == expected
 
 
-def test_a_model_alone_is_the_model_name_on_both_paths() -> None:
-    spec = {"role": "pro", "persona": "p", "model": "gpt-4o-mini"}
-    assert _operator_settings(spec).model_name == "gpt-4o-mini"
-    local = _local_settings(spec)
-    assert (local.model_name, local.model_base_url) == ("gpt-4o-mini", "http://127.0.0.1:42000/v1")
+def test_a_model_without_a_policy_is_refused_with_what_to_do() -> None:
+    """On a cluster nothing would tell the agent where that model is: the CRD rejects it (the same message,
+    tests/e2e/operator/invalid_inputs.py), and so does every other reader of the manifests (stoa run)."""
+    with pytest.raises(ValueError, match=r"an Agent needs spec\.modelPolicyRef: name the ModelPolicy") as exc:
+        AgentSpec.model_validate({"role": "pro", "persona": "p", "model": "gpt-4o-mini"})
+    assert "spec.model alone names no endpoint" in str(exc.value)
+    assert NEEDS_POLICY in str(exc.value)
+
+
+def test_direct_calls_use_the_endpoints_model_whatever_the_pin() -> None:
+    """stoa run --no-gateway: no policy is served, so the agent asks the endpoint for its own model."""
+    args = argparse.Namespace(max_tokens=90, history_turns=None, model_api_key_env=None)
+    conversation = ConversationSpec.model_validate({"topic": "t", "participants": [{"agentRef": "ada"}]})
+    plan = LocalPlan({"ada": AgentSpec.model_validate(BASE | {"model": "backup"})}, {}, {"c": conversation})
+    envs = agent_envs(
+        plan, args=args, gateway_url=None, model_url="http://127.0.0.1:42000/v1",
+        default_model="smollm2-135m", rabbitmq_url="amqp://local/", postgres_url="postgresql://local/db",
+    )  # fmt: skip
+    settings = AgentSettings.from_environ({**envs["ada"], "STOA_POD_NAME": "ada-0-g0"})
+    assert (settings.model_name, settings.model_base_url) == ("smollm2-135m", "http://127.0.0.1:42000/v1")
 
 
 def test_every_agent_spec_field_has_a_contract_row() -> None:
@@ -146,6 +162,35 @@ def test_pod_fields_reach_the_deployment() -> None:
     assert deployment["spec"]["replicas"] == 3
     assert container["image"] == "mine:2"
     assert container["resources"]["limits"] == {"memory": "1Gi"}
+
+
+def test_chart_image_settings_reach_agent_and_gateway_pods() -> None:
+    """The operator's image, pull policy and pull Secrets (the chart's image.* and imagePullSecrets, as
+    STOA_OPERATOR_* env: tests/unit/chart) on every pod it builds."""
+    settings = OperatorSettings.from_environ(
+        {"STOA_OPERATOR_IMAGE_PULL_SECRETS": "regcred, mirror", "STOA_OPERATOR_IMAGE_PULL_POLICY": "Always"}
+    )
+    spec = AgentSpec.model_validate(BASE)
+    agent = build_deployment(
+        AgentInputs(
+            name="ada", namespace=NAMESPACE, spec=spec, owner=OWNER, image="reg:5000/stoa:9",
+            connection_secret="stoa-connections", model_base_url=gateway_endpoint(NAMESPACE, 8080),
+            image_pull_policy=settings.image_pull_policy, image_pull_secrets=settings.pull_secrets(),
+        )
+    )  # fmt: skip
+    gateway = build_gateway_deployment(
+        GatewayInputs(
+            namespace=NAMESPACE, policies={}, owners=[], image="reg:5000/stoa:9",
+            image_pull_policy=settings.image_pull_policy, image_pull_secrets=settings.pull_secrets(),
+        )
+    )  # fmt: skip
+    for deployment in (agent, gateway):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+        (container,) = pod["containers"]
+        assert (container["image"], container["imagePullPolicy"]) == ("reg:5000/stoa:9", "Always")
+    plain = _deployment(BASE)["spec"]["template"]["spec"]
+    assert "imagePullSecrets" not in plain
 
 
 def test_the_pod_wiring_reaches_the_runtime_settings() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from stoa_api.status import AgentShare, AgentStatus, ConversationStatus
+from stoa_gateway.policy import ModelPolicySpec, policy_hash
 from stoa_operator.reconcile.agent import reconcile_agent
 from stoa_operator.reconcile.context import Context, finish
 from stoa_operator.reconcile.conversation import reconcile_conversation
@@ -204,25 +205,45 @@ def _running(**changes: Any) -> ConversationStatus:
     return ConversationStatus.model_validate({**RUNNING.model_dump(exclude_unset=True), **changes})
 
 
+def _served(kube: FakeKube, name: str = "models", status: str = "True") -> None:
+    """The ModelPolicy as its reconcile leaves it once every ready gateway replica serves it (or not)."""
+    kube.add(_policy(name))
+    reason = {"True": "Served", "False": "Loading", "none": "NoReadyReplica"}[status]
+    condition = {"type": "Served", "status": "True" if status == "True" else "False", "reason": reason,
+                 "message": f"{reason} ...", "observedGeneration": 1, "lastTransitionTime": NOW}  # fmt: skip
+    kube.set_status(API, "ModelPolicy", NS, name, {"conditions": [condition]})
+
+
 @pytest.mark.parametrize(
     ("observed", "runtime_status", "ready", "degraded", "phase"),
     [
         ([], None, ("False", "MissingReference"), ("True", "MissingReference"), "Pending"),
         (["agent"], None, ("False", "MissingReference"), ("True", "MissingReference"), "Pending"),
-        (["agent", "secret"], RUNNING, ("True", "Running"), ("False", "AsExpected"), "Running"),
+        # Not started while a ready gateway replica does not serve the agent's policy yet (it would answer
+        # 404 unknown model), nor before the policy was reconciled at its generation.
         (
-            ["agent", "secret"],
+            ["agent", "secret", "unreconciled"],
+            None,
+            ("False", "WaitingForModel"),
+            ("False", "AsExpected"),
+            "Pending",
+        ),
+        (
+            ["agent", "secret", "loading"],
+            None,
+            ("False", "WaitingForModel"),
+            ("False", "AsExpected"),
+            "Pending",
+        ),
+        (["agent", "secret", "served"], RUNNING, ("True", "Running"), ("False", "AsExpected"), "Running"),
+        # No gateway replica ready at all: agents wait for it (it starts with the current config).
+        (["agent", "secret", "no-replica"], RUNNING, ("True", "Running"), ("False", "AsExpected"), "Running"),
+        (
+            ["agent", "secret", "served"],
             _running(phase="Failed", reason="model down", failure_reason="model down"),
             ("False", "Failed"),
             ("True", "ConversationFailed"),
             "Failed",
-        ),
-        (
-            ["agent", "secret"],
-            _running(conversation_id="0e0e0e0e-0000-4000-8000-000000000000"),
-            ("False", "NameInUse"),
-            ("True", "NameInUse"),
-            "Pending",
         ),
     ],
 )
@@ -241,6 +262,11 @@ def test_conversation_table(
         kube.add(_agent())
     if "secret" in observed:
         kube.secret(NS, "stoa-connections", CONNECTIONS)
+    if "unreconciled" in observed:
+        kube.add(_policy())
+    for marker, served in (("served", "True"), ("loading", "False"), ("no-replica", "none")):
+        if marker in observed:
+            _served(kube, status=served)
     kube.add(_conversation())
     reconcile_conversation(_ctx(kube, runtime), kube.body(API, "Conversation", NS, "debate"))
     status = kube.body(API, "Conversation", NS, "debate")["status"]
@@ -248,21 +274,74 @@ def test_conversation_table(
     assert (conditions["Ready"], conditions["Degraded"]) == (ready, degraded)
     assert status.get("phase", "Pending") == phase
     assert status["runtimeName"] == "team/debate"
-    assert status["transcript"].startswith("stoa transcript team/debate")
+    assert status["transcript"] == (
+        "kubectl exec -n team deploy/agent-ada -- sh -c"
+        " 'stoa transcript team/debate --postgres-url \"$STOA_POSTGRES_DSN\"'"
+    )
     if ready[0] == "True" or phase == "Failed":
         expected = runtime_status.model_dump(mode="json", by_alias=True, exclude_unset=True)  # type: ignore[union-attr]
         for key, value in expected.items():
             assert status[key] == value, key
     if phase == "Failed":
         assert status["failureReason"] == "model down"
-    if "secret" not in observed:
-        assert runtime.calls == []  # nothing started before every reference exists
+    if runtime_status is None:
+        assert runtime.calls == []  # nothing started before every reference exists and is served
+    if "loading" in observed or "unreconciled" in observed:
+        message = next(c for c in status["conditions"] if c["type"] == "Ready")["message"]
+        assert "ModelPolicy models" in message, message
+
+
+def test_conversation_participants_default_to_their_agents_role() -> None:
+    kube, runtime = FakeKube(), FakeRuntime()
+    kube.add(_agent(role="con"))
+    kube.secret(NS, "stoa-connections", CONNECTIONS)
+    _served(kube)
+    kube.add(_conversation())
+    reconcile_conversation(_ctx(kube, runtime), kube.body(API, "Conversation", NS, "debate"))
+    (participant,) = runtime.started[(NS, "debate")].participants
+    assert participant.role == "con"  # the Conversation set none: the Agent's spec.role
+
+
+def test_two_moderators_by_default_are_reported_not_started() -> None:
+    kube, runtime = FakeKube(), FakeRuntime()
+    kube.add(_agent(role="moderator"))
+    ben = _agent(role="moderator")
+    ben["metadata"] = {**ben["metadata"], "name": "ben", "uid": "uid-ben"}
+    kube.add(ben)
+    kube.secret(NS, "stoa-connections", CONNECTIONS)
+    _served(kube)
+    conversation = _conversation()
+    conversation["spec"]["participants"] = [{"agentRef": "ada", "role": "moderator"}, {"agentRef": "ben"}]
+    kube.add(conversation)
+    outcome = reconcile_conversation(_ctx(kube, runtime), kube.body(API, "Conversation", NS, "debate"))
+    status = kube.body(API, "Conversation", NS, "debate")["status"]
+    assert _conditions(status)["Degraded"] == ("True", "RoleConflict")
+    message = next(c for c in status["conditions"] if c["type"] == "Degraded")["message"]
+    assert "ben from its Agent's spec.role" in message
+    assert "set their participant role" in message
+    assert runtime.calls == []
+    assert outcome.retry_in is not None
+
+
+def test_a_stale_body_of_a_deleted_resource_starts_nothing() -> None:
+    """After delete + re-create with the same name, a late reconcile of the old object must not start it
+    (the runtime would archive the new resource's conversation to make room)."""
+    kube, runtime = FakeKube(), FakeRuntime()
+    kube.add(_agent())
+    kube.secret(NS, "stoa-connections", CONNECTIONS)
+    _served(kube)
+    kube.add(_conversation(uid="4a1c4d43-0000-4000-8000-00000000000e"))  # the current resource
+    stale = _conversation()  # the deleted one's body, another uid
+    outcome = reconcile_conversation(_ctx(kube, runtime), stale)
+    assert runtime.calls == []
+    assert not outcome.written
 
 
 def test_conversation_runtime_unavailable_is_reported_and_retried() -> None:
     kube, runtime = FakeKube(), FakeRuntime(unavailable="RabbitMQ unreachable: refused")
     kube.add(_agent())
     kube.secret(NS, "stoa-connections", CONNECTIONS)
+    _served(kube)
     kube.add(_conversation())
     outcome = reconcile_conversation(_ctx(kube, runtime), kube.body(API, "Conversation", NS, "debate"))
     status = kube.body(API, "Conversation", NS, "debate")["status"]
@@ -326,4 +405,88 @@ def test_model_policy_table(
     seen = 0 if probe is None else 1
     opened = int(circuit == "open")
     assert status["targets"] == [{"name": "a", "circuit": circuit, "openReplicas": opened, "replicas": seen}]
-    assert (outcome.retry_in is not None) is (not secret)
+    assert status["circuits"] == f"a={circuit}"
+    # No replica serves it (none is Ready nor reports the spec hash): looked at again soon.
+    assert _conditions(status)["Served"][0] == "False"
+    assert outcome.retry_in is not None
+
+
+def _gateway_pod(name: str, ip: str, ready: bool) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "stoa-gateway", "app.kubernetes.io/instance": "stoa-gateway"}
+    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels},
+        "status": {"phase": "Running", "podIP": ip, "conditions": conditions},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "ready", "served", "count"),
+    [
+        # Both Ready replicas loaded the current spec.
+        (
+            [("g1", True, "current"), ("g2", True, "current")],
+            ("True", "Available"),
+            ("True", "Served"),
+            "2/2",
+        ),
+        # The kubelet has not refreshed g2's ConfigMap yet: it serves the old spec (a call there would get
+        # the old targets, or 404 unknown model for a new policy). Not Ready, although 2/2 are available.
+        ([("g1", True, "current"), ("g2", True, "old")], ("False", "Loading"), ("False", "Loading"), "1/2"),
+        ([("g1", True, "current"), ("g2", True, None)], ("False", "Loading"), ("False", "Loading"), "1/2"),
+        (
+            [("g1", True, "current"), ("g2", True, "silent")],
+            ("False", "Loading"),
+            ("False", "Loading"),
+            "1/2",
+        ),
+        # A replica that is not Ready gets no calls (not in the Service's endpoints): it does not count.
+        ([("g1", True, "current"), ("g2", False, "old")], ("True", "Available"), ("True", "Served"), "1/1"),
+    ],
+)
+def test_model_policy_is_ready_only_when_every_ready_gateway_replica_serves_its_spec(
+    pods: list[tuple[str, bool, str | None]], ready: tuple[str, str], served: tuple[str, str], count: str
+) -> None:
+    kube = FakeKube()
+    kube.add(_policy())
+    body = kube.body(API, "ModelPolicy", NS, "models")
+    current = policy_hash(ModelPolicySpec.model_validate(body["spec"]))
+    old = policy_hash(
+        ModelPolicySpec.model_validate(
+            _policy(targets=[{"name": "a", "baseURL": "http://old/v1", "model": "m"}])["spec"]
+        )
+    )
+    replies: dict[str, dict[str, Any] | None] = {}
+    for index, (name, is_ready, serves) in enumerate(pods):
+        ip = f"10.244.0.{10 + index}"
+        kube.add(_gateway_pod(name, ip, is_ready))
+        policies: dict[str, Any] = (
+            {}
+            if serves is None
+            else {"models": {"targets": {}, "specHash": {"current": current, "old": old}.get(serves)}}
+        )
+        replies[ip] = None if serves == "silent" else {"policies": policies}
+    kube.add(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "stoa-gateway", "namespace": NS},
+            "spec": {},
+        }
+    )
+    rolled_out = {"observedGeneration": 9, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2}
+    kube.set_status("apps/v1", "Deployment", NS, "stoa-gateway", rolled_out)
+    ctx = _ctx(kube, FakeRuntime())
+    ctx.gateway_probe = lambda url, _timeout: replies[url.split("//")[1].split(":")[0]]
+    outcome = reconcile_model_policy(ctx, kube.body(API, "ModelPolicy", NS, "models"))
+    status = kube.body(API, "ModelPolicy", NS, "models")["status"]
+    conditions = _conditions(status)
+    assert (conditions["Ready"], conditions["Served"]) == (ready, served)
+    assert status["served"] == count
+    assert status["specHash"] == current
+    assert (outcome.retry_in is None) is (served[0] == "True")
+    if served[0] == "False":
+        message = next(c for c in status["conditions"] if c["type"] == "Served")["message"]
+        assert "g2" in message, message

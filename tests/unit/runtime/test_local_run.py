@@ -19,6 +19,11 @@ metadata: {name: ada}
 spec: {role: pro, persona: p, modelPolicyRef: {name: m}}
 ---
 apiVersion: stoa.dev/v1alpha1
+kind: ModelPolicy
+metadata: {name: m}
+spec: {targets: [{name: t, baseURL: "http://m/v1", model: x}]}
+---
+apiVersion: stoa.dev/v1alpha1
 kind: Conversation
 metadata: {name: c}
 spec: {topic: t, participants: [{agentRef: ada}, {agentRef: ben}]}
@@ -65,6 +70,38 @@ def test_plan_names_missing_agents() -> None:
     plan = plan_run(parse_manifests(MANIFESTS.replace(", {agentRef: ben}", "")))
     assert isinstance(plan, LocalPlan)
     assert plan.needed == ["ada"]
+
+
+def test_plan_refuses_what_the_operator_would_report() -> None:
+    """The same MissingReference the operator writes into the Agent's status."""
+    no_policy = MANIFESTS.replace("modelPolicyRef: {name: m}", "modelPolicyRef: {name: gone}")
+    assert plan_run(parse_manifests(no_policy.replace(", {agentRef: ben}", ""))) == (
+        "Agent ada: ModelPolicy gone not found"
+    )
+    pinned = MANIFESTS.replace("modelPolicyRef: {name: m}", "modelPolicyRef: {name: m}, model: nope")
+    assert plan_run(parse_manifests(pinned.replace(", {agentRef: ben}", ""))) == (
+        "Agent ada: ModelPolicy m has no target nope (spec.model pins a target by name; its targets: t)"
+    )
+
+
+def test_plan_refuses_a_conversation_it_would_never_run() -> None:
+    text = MANIFESTS.replace(", {agentRef: ben}", "").replace(
+        "spec: {topic: t,", "spec: {suspend: true, topic: t,"
+    )
+    assert plan_run(parse_manifests(text)) == (
+        "Conversation c has suspend: true, which stoa run cannot act on later: set it to false"
+    )
+
+
+def test_plan_defaults_participant_roles_from_the_agents_and_notes_cluster_only_fields() -> None:
+    text = MANIFESTS.replace(", {agentRef: ben}", "").replace(
+        "spec: {role: pro, persona: p,", "spec: {role: pro, persona: p, image: mine:1,"
+    )
+    plan = plan_run(parse_manifests(text))
+    assert isinstance(plan, LocalPlan)
+    (participant,) = plan.conversations["c"].participants
+    assert participant.role == "pro"  # from Agent ada's spec.role: the conversation set none
+    assert plan.notes == ("Agent ada: image apply on a cluster only",)
 
 
 def test_chaos_is_due_every_n_turns() -> None:

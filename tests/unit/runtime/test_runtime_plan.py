@@ -168,3 +168,15 @@ def test_the_history_window_decides_exactly_as_the_whole_history(policy: str, hi
         new = Turn(seq, speaker, rng.choice(moderator_lines if speaker == "mod" else lines))
         assert after_turn(spec, [*seen, new]) == after_turn(spec, [*history, new])  # as next_step calls it
         history.append(new)
+
+
+def test_a_spec_stored_by_an_earlier_version_still_loads() -> None:
+    """0.1.0 stored participants with `team` (removed in 0.2.0): a conversation started before an upgrade
+    goes on after it (tests/e2e/node/test_lifecycle_node.py runs that upgrade)."""
+    stored = {
+        "topic": "t",
+        "participants": [{"agentRef": "a", "role": "pro", "team": "A"}, {"agentRef": "b", "role": "member"}],
+        "maxTurns": 4,
+    }
+    spec = ConversationSpec.from_stored(stored)
+    assert [(p.agent_ref, p.role) for p in spec.participants] == [("a", "pro"), ("b", "member")]

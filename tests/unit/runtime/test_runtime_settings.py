@@ -75,8 +75,8 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_model_name_resolution() -> None:
     assert agent_model_name(agent_spec(), "x") == "small"
-    assert agent_model_name(agent_spec(model="gpt-4o-mini"), "x") == "gpt-4o-mini"
-    assert agent_model_name(agent_spec(modelPolicyRef=None), "x") == "x"
+    assert agent_model_name(agent_spec(model="big"), "x") == "small/big"  # pins the policy's target "big"
+    assert agent_model_name(agent_spec(model="big"), "x", via_gateway=False) == "x"  # direct: the endpoint's
 
 
 def test_agent_spec_defaults_and_bounds() -> None:

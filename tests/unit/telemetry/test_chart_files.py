@@ -49,7 +49,7 @@ def test_slo_rules_for_manifests(tmp_path: Path, capsys: object) -> None:
                     "spec": {
                         "role": "r",
                         "persona": "p",
-                        "model": "m",
+                        "modelPolicyRef": {"name": "m"},
                         "slo": {"availability": {"objective": 99}},
                     },
                 },
@@ -57,7 +57,7 @@ def test_slo_rules_for_manifests(tmp_path: Path, capsys: object) -> None:
                     "apiVersion": "stoa.dev/v1alpha1",
                     "kind": "Agent",
                     "metadata": {"name": "quiet", "namespace": "team"},
-                    "spec": {"role": "r", "persona": "p", "model": "m"},
+                    "spec": {"role": "r", "persona": "p", "modelPolicyRef": {"name": "m"}},
                 },
             ]
         )

@@ -63,7 +63,7 @@ def test_pods_get_the_operators_otel_variables_but_name_themselves() -> None:
     inputs = AgentInputs(
         name="ada",
         namespace="team",
-        spec=AgentSpec(role="pro", persona="p", model="m"),
+        spec=AgentSpec.model_validate({"role": "pro", "persona": "p", "modelPolicyRef": {"name": "m"}}),
         owner={"apiVersion": "stoa.dev/v1alpha1", "kind": "Agent", "name": "ada", "uid": "u"},
         image="stoa:dev",
         connection_secret="stoa-connections",

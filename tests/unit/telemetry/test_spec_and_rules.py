@@ -26,7 +26,7 @@ def test_agent_spec_accepts_slo_and_probe_and_rejects_bad_values() -> None:
         {
             "role": "pro",
             "persona": "p",
-            "model": "m",
+            "modelPolicyRef": {"name": "m"},
             "slo": {
                 "window": "28d",
                 "availability": {"objective": 99.5},
