@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import yaml
 
 from stoa_api import parse_manifests
 from stoa_gateway.policy import RetryPolicy
-from stoa_operator.crdgen import openapi_schema, stale_crds, to_json_schema
+from stoa_operator.crdgen import openapi_schema, root_schema, stale_crds, to_json_schema
 from stoa_operator.k8s import rbac
+from stoa_operator.models.kinds import KINDS as KIND_SPECS
+from stoa_operator.models.kinds import Kind
 
 REPO = Path(__file__).resolve().parents[3]
 KINDS = ("ModelPolicy", "Agent", "Conversation")
@@ -81,3 +84,29 @@ def test_status_conditions_are_a_map_list() -> None:
         conditions = openapi_schema(kind)["properties"]["status"]["properties"]["conditions"]
         assert conditions["x-kubernetes-list-type"] == "map"
         assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+
+
+def _undescribed(node: dict[str, Any], path: str) -> list[str]:
+    missing = []
+    for name, sub in (node.get("properties") or {}).items():
+        where = f"{path}.{name}"
+        if not sub.get("description"):
+            missing.append(where)
+        missing += _undescribed(sub, where)
+        if isinstance(sub.get("items"), dict):
+            missing += _undescribed(sub["items"], where + "[]")
+        if isinstance(sub.get("additionalProperties"), dict):
+            missing += _undescribed(sub["additionalProperties"], where + "{}")
+    return missing
+
+
+@pytest.mark.parametrize("kind", KIND_SPECS, ids=[k.kind for k in KIND_SPECS])
+def test_every_field_of_every_crd_has_a_description(kind: Kind) -> None:
+    """`kubectl explain <kind>.spec --recursive` is a reference: every spec and status field is described
+    (from the pydantic models' field docstrings), in one paragraph with no reST markup."""
+    schema = root_schema(kind)["properties"]
+    missing = _undescribed(schema["spec"], "spec") + _undescribed(schema["status"], "status")
+    assert missing == []
+    text = json.dumps(schema)
+    assert "``" not in text
+    assert "\\n" not in text.replace('"\\n"', "")
