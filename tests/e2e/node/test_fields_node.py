@@ -219,7 +219,7 @@ def test_agent_and_conversation_fields_reach_the_model_and_the_store(
     # status.transcript: the command it shows prints the transcript (through an agent pod).
     command = shlex.split(stoa.cr("conversations", "fields")["status"]["transcript"])
     assert command[:2] == ["kubectl", "exec"]
-    printed = stoa.bed.kubectl(*command[2:])
+    printed = stoa.bed.kubectl(*command[1:])
     assert f"Conversation {stoa.ns}/fields: phase=Succeeded turns=7" in printed
     assert all(f"] {t['speaker']} ({t['role']})" in printed for t in turns)
     # priority: fa's calls carry critical (X-Stoa-Priority), counted by the gateways.
