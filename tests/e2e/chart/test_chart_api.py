@@ -87,5 +87,6 @@ def test_api_manifests_pass_dry_run_and_its_identity_is_least_privilege(control_
         ):
             assert can(*denied) == "no", denied
     finally:
-        _run(helm_binary(), control_plane, "uninstall", release, "--namespace", ns, "--wait")
+        # --no-hooks: no node runs the drain hook's Job here (tests/e2e/node/test_lifecycle_node.py runs it).
+        _run(helm_binary(), control_plane, "uninstall", release, "--namespace", ns, "--wait", "--no-hooks")
         _run(kubectl_binary(), control_plane, "delete", "namespace", ns, "--wait=false")

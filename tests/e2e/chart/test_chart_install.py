@@ -77,7 +77,8 @@ def test_helm_installs_crds_from_the_chart_and_keeps_them(control_plane: Control
         assert crd["spec"]["group"] == "stoa.dev"
         if name in absent:
             assert crd["metadata"]["labels"]["app.kubernetes.io/part-of"] == "stoa"
-    helm(control_plane, "uninstall", "stoa-crds", "--namespace", release_ns, "--wait")
+    # --no-hooks: no node runs the drain hook's Job here (tests/e2e/node/test_lifecycle_node.py runs it).
+    helm(control_plane, "uninstall", "stoa-crds", "--namespace", release_ns, "--wait", "--no-hooks")
     time.sleep(0.5)
     for name in CRD_NAMES:
         assert kube.get_or_none(crd_path + name)
@@ -174,7 +175,7 @@ def test_install_creates_operator_and_rbac_and_uninstall_keeps_crds(
     listed = json.loads(helm(control_plane, "list", "--namespace", release_ns, "-o", "json"))
     assert [r["status"] for r in listed] == ["deployed"]
 
-    helm(control_plane, "uninstall", "stoa", "--namespace", release_ns, "--wait")
+    helm(control_plane, "uninstall", "stoa", "--namespace", release_ns, "--wait", "--no-hooks")
     assert kube.get_or_none(f"/apis/apps/v1/namespaces/{release_ns}/deployments/stoa-operator") is None
     assert kube.get_or_none("/apis/rbac.authorization.k8s.io/v1/clusterroles/stoa-operator") is None
     for name in CRD_NAMES:
