@@ -123,11 +123,12 @@ class Api:
 
 
 def participants(values: list[str]) -> list[dict[str, str]]:
-    """``agent[:role]`` -> participant entries (role: pro, con, moderator, member)."""
+    """``agent[:role]`` -> participant entries (role: pro, con, moderator, member; without one, the
+    Agent's own ``spec.role`` applies)."""
     out = []
     for value in values:
         agent, _, role = value.partition(":")
-        out.append({"agentRef": agent, "role": role or "member"})
+        out.append({"agentRef": agent, "role": role} if role else {"agentRef": agent})
     return out
 
 

@@ -22,7 +22,7 @@ from stoa_web.access import (
     user_from_review,
 )
 from stoa_web.app import build_app
-from stoa_web.client import parse_sse
+from stoa_web.client import parse_sse, participants
 from stoa_web.gateways import endpoint_urls
 from stoa_web.guard import bearer_token, check_routes
 from stoa_web.routes.resources import gateway_view
@@ -242,3 +242,8 @@ def test_cli_parses_server_sent_events() -> None:
     events = parse_sse(lines)
     assert [(e.type, e.id) for e in events] == [("hello", None), ("turn", "abc"), ("message", None)]
     assert events[1].json() == {"seq": 1, "x": 2}
+
+
+def test_a_participant_without_a_role_takes_its_agents() -> None:
+    """`stoa conversations start -p ada -p ben:con`: no role for ada, so its Agent's spec.role applies."""
+    assert participants(["ada", "ben:con"]) == [{"agentRef": "ada"}, {"agentRef": "ben", "role": "con"}]
