@@ -91,7 +91,11 @@ def reconcile_conversation(ctx: Context, body: dict[str, Any]) -> Outcome:
         waiting = _served_problems(ctx, namespace, found)
         if waiting:
             fields = ConversationStatus.model_validate({**base, "phase": current_phase})
-            return finish(ctx, body, readiness.waiting(waiting), fields, retry_in=ctx.settings.retry_seconds)
+            outcome = finish(
+                ctx, body, readiness.waiting(waiting), fields, retry_in=ctx.settings.retry_seconds
+            )
+            outcome.retry_reason = "; ".join(waiting)
+            return outcome
     try:
         record = ctx.runtime.ensure_conversation(conn, namespace, name, spec, uid)
     except RuntimeUnavailableError as exc:

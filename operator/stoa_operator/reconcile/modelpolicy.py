@@ -141,6 +141,11 @@ def reconcile_model_policy(ctx: Context, body: dict[str, Any]) -> Outcome:
         circuits=readiness.circuits(targets),
         targets=[TargetHealth.model_validate(t) for t in targets],
     )
-    # Until every replica serves it (the kubelet refreshes the ConfigMap lazily), look again soon.
-    retry = problems or not serving.ok
-    return finish(ctx, body, observations, status, retry_in=ctx.settings.retry_seconds if retry else None)
+    # A ready replica behind (the kubelet refreshes the ConfigMap lazily, and that makes no watch event):
+    # look again soon. Without a ready replica the gateway Deployment's change brings the next reconcile.
+    loading = serving.observation.reason == readiness.LOADING
+    retry = ctx.settings.retry_seconds if problems or loading else None
+    outcome = finish(ctx, body, observations, status, retry_in=retry)
+    if loading and not problems:
+        outcome.retry_reason = serving.observation.message
+    return outcome

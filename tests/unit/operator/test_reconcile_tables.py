@@ -406,9 +406,9 @@ def test_model_policy_table(
     opened = int(circuit == "open")
     assert status["targets"] == [{"name": "a", "circuit": circuit, "openReplicas": opened, "replicas": seen}]
     assert status["circuits"] == f"a={circuit}"
-    # No replica serves it (none is Ready nor reports the spec hash): looked at again soon.
-    assert _conditions(status)["Served"][0] == "False"
-    assert outcome.retry_in is not None
+    # No replica is Ready (so none serves it): the gateway Deployment's change brings the next reconcile.
+    assert _conditions(status)["Served"] == ("False", "NoReadyReplica")
+    assert (outcome.retry_in is not None) is (not secret)
 
 
 def _gateway_pod(name: str, ip: str, ready: bool) -> dict[str, Any]:
@@ -486,7 +486,9 @@ def test_model_policy_is_ready_only_when_every_ready_gateway_replica_serves_its_
     assert (conditions["Ready"], conditions["Served"]) == (ready, served)
     assert status["served"] == count
     assert status["specHash"] == current
-    assert (outcome.retry_in is None) is (served[0] == "True")
+    assert (outcome.retry_in is None) is (served[0] == "True")  # Loading: looked at again soon
+    if served[0] == "False":
+        assert "g2" in outcome.retry_reason
     if served[0] == "False":
         message = next(c for c in status["conditions"] if c["type"] == "Served")["message"]
         assert "g2" in message, message
