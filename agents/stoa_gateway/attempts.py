@@ -140,6 +140,8 @@ async def _attempt(
         return await relay_stream(request, call, target, result)
     except asyncio.CancelledError:
         gw.release(runtime, target.name)
+        if call.spans.outcome is None:  # a stream's relay may have counted it already
+            call.count(target.name, "client_disconnected")
         log.info(
             "Client went away, upstream call cancelled policy=%s target=%s trace=%s",
             call.policy,

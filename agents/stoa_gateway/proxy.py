@@ -140,7 +140,9 @@ async def handle_chat_completions(request: web.Request) -> web.StreamResponse:
         response = await _serve(request, call, body)
         status = response.status
         return response
-    except asyncio.CancelledError:
+    except asyncio.CancelledError:  # the client went away (handler cancellation)
+        if call.spans.outcome is None:  # still waiting at the limits: no attempt counted it
+            call.count("none", "client_disconnected")
         call.spans.end(None, cancelled=True)
         raise
     finally:

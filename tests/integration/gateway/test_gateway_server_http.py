@@ -197,3 +197,53 @@ async def test_client_that_goes_away_cancels_the_upstream_call(
         await asyncio.sleep(0.05)
     assert hanging.state.in_flight == 0, "the provider still holds the abandoned request"
     assert await metric(http, gw, "stoa_gateway_in_flight_requests", target="slow") == 0
+    assert (
+        await metric(http, gw, "stoa_gateway_requests_total", outcome="client_disconnected", target="slow")
+        == 1
+    )
+
+
+async def test_every_client_that_goes_away_is_counted(
+    fake: FakeFactory, gateway: GatewayFactory, http: aiohttp.ClientSession
+) -> None:
+    """Mid-stream and while queued at a limit too: ``requests_total{outcome="client_disconnected"}``."""
+    slow = await fake(replies=["one two three four five six"], default=Behaviour(token_delay=5))
+    quick = await fake()
+    gw = await gateway(
+        {
+            "stream": {"targets": [target("slow", slow, timeoutSeconds=60)]},
+            "limited": {"targets": [target("m", quick, rpm=2)], "priority": {"queueSeconds": {"normal": 60}}},
+        }
+    )
+    for _ in range(2):  # the bucket is empty now; the next call waits ~30 s for its refill
+        assert (await chat(http, gw, ask("limited")))[0] == 200
+
+    async def stream() -> None:
+        async with http.post(f"{gw.base_url}/chat/completions", json=ask("stream", stream=True)) as resp:
+            await resp.content.readline()  # the first token arrived: the stream is committed
+            await asyncio.sleep(30)
+
+    tasks = [asyncio.create_task(stream()), asyncio.create_task(chat(http, gw, ask("limited")))]
+    for _ in range(100):
+        queued = await metric(http, gw, "stoa_gateway_queued_requests", policy="limited")
+        if slow.state.in_flight == 1 and queued == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert slow.state.in_flight == 1
+    assert queued == 1
+    for task in tasks:
+        task.cancel()
+    gone = {}
+    for _ in range(100):
+        gone = {
+            policy: await metric(
+                http, gw, "stoa_gateway_requests_total", policy=policy, outcome="client_disconnected"
+            )
+            for policy in ("stream", "limited")
+        }
+        if gone == {"stream": 1, "limited": 1}:
+            break
+        await asyncio.sleep(0.05)
+    assert gone == {"stream": 1, "limited": 1}
+    assert await metric(http, gw, "stoa_gateway_queued_requests", policy="limited") == 0
+    assert await metric(http, gw, "stoa_gateway_priority_requests_total", outcome="client_disconnected") == 2
