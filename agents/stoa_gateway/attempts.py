@@ -18,7 +18,7 @@ from stoa_gateway.gateway import Gateway
 from stoa_gateway.outcomes import Ending, all_failed
 from stoa_gateway.policy import Target
 from stoa_gateway.retry import Disposition, Failure, classify_failure
-from stoa_gateway.routing import AttemptRecord, Plan, next_step
+from stoa_gateway.routing import AttemptRecord, Plan, RejectCode, Rejection, next_step
 from stoa_gateway.state import ewma
 from stoa_gateway.streaming import relay_stream
 from stoa_gateway.telemetry import end_attempt, record_attempt, traceparent_of
@@ -61,14 +61,16 @@ def _headers(call: Call, target: Target, span: Span) -> dict[str, str]:
     return headers
 
 
-async def _skip_at_attempt_time(call: Call, target: Target, now: float) -> str | None:
-    """Why ``target`` cannot be tried right now (breaker, limits), or None after taking its slot."""
+async def _skip_at_attempt_time(call: Call, target: Target, now: float) -> tuple[str, float] | None:
+    """Why ``target`` cannot be tried right now (breaker, limits) and, for its limits, the seconds to
+    wait; None after taking its slot."""
     if not call.gw.admit(call.runtime, target.name, now=now, trace_id=call.trace.trace_id):
-        return "circuit_open"
-    if await call.reservation.take_target(target, now) > 0:
+        return "circuit_open", 0.0
+    wait = await call.reservation.take_target(target, now)
+    if wait > 0:
         call.gw.release(call.runtime, target.name)
         call.gw.metrics.rate_limited.labels(call.policy, "target", target.name).inc()
-        return "rate_limited"
+        return "rate_limited", wait
     return None
 
 
@@ -157,11 +159,17 @@ async def _attempt(
         end_attempt(span, decision, failure)
 
 
-async def run_attempts(request: web.Request, call: Call, plan: Plan) -> web.StreamResponse | Ending:
-    """Walk the plan; a success is handed to its relay, else how the request ends."""
+async def run_attempts(
+    request: web.Request, call: Call, plan: Plan
+) -> web.StreamResponse | Ending | Rejection:
+    """Walk the plan; a success is handed to its relay, else how the request ends. When no target could
+    be tried because its limits were taken meanwhile (shared limits: the plan's view of a Redis bucket is
+    an estimate; ``take`` asks Redis), the rejection to queue with, as if the plan had seen it."""
     spec = call.spec
     history: list[AttemptRecord] = []
     failures: list[Failure] = []
+    limit_waits: list[float] = []
+    passed_before = len(call.passed)
     while (step := next_step(plan.targets, history, spec.retry, random.random())) is not None:  # noqa: S311
         target = spec.target(step.target)
         assert target is not None, "plan names come from this spec"
@@ -169,9 +177,12 @@ async def run_attempts(request: web.Request, call: Call, plan: Plan) -> web.Stre
             await asyncio.sleep(step.delay)
         skip = await _skip_at_attempt_time(call, target, time.monotonic())
         if skip is not None:
+            reason, wait = skip
+            if wait > 0:
+                limit_waits.append(wait)
             history.append(AttemptRecord(target.name, Disposition.NEXT_TARGET, attempted=False))
-            call.passed.append((target.name, skip, f"{target.name}: {skip.replace('_', ' ')}"))
-            call.spans.skipped(target.name, skip)
+            call.passed.append((target.name, reason, f"{target.name}: {reason.replace('_', ' ')}"))
+            call.spans.skipped(target.name, reason)
             continue
         if any(r.attempted and r.target == target.name for r in history):
             call.gw.metrics.retries.labels(call.policy, target.name).inc()
@@ -179,6 +190,12 @@ async def run_attempts(request: web.Request, call: Call, plan: Plan) -> web.Stre
         response = await _attempt(request, call, target, history, failures)
         if response is not None:
             return response
+    if limit_waits and not any(r.attempted for r in history):
+        detail = "; ".join(f"{target}: {reason}" for target, reason, _ in call.passed[passed_before:])
+        del call.passed[passed_before:]  # the next plan judges these targets again
+        return Rejection(
+            RejectCode.TARGETS_RATE_LIMITED, 429, f"all targets are rate limited ({detail})", min(limit_waits)
+        )
     details = [*call.notes]
     details += [p[2] for p in call.passed if p[2] not in details]
     return all_failed(call.policy, failures, call.passed, "; ".join(details) or "no target could be tried")

@@ -31,6 +31,7 @@ class Call:
     stream: bool
     started: float
     include_usage: bool = False
+    agent_admitted: bool = False  # the agent's limits took this call (once, however often it queues)
     passed: list[tuple[str, str, str]] = field(default_factory=list)  # (target, reason label, detail)
     notes: list[str] = field(default_factory=list)
 

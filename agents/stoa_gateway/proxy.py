@@ -161,10 +161,12 @@ async def _serve(request: web.Request, call: Call, body: dict[str, Any]) -> web.
     call.reservation.input_tokens = tokens
     call.body = _upstream_body(call, body, messages)
     admitted = await admit(call)
-    if isinstance(admitted, Ending):
-        return ending_response(call, admitted)
-    result = await run_attempts(request, call, admitted)
-    return ending_response(call, result) if isinstance(result, Ending) else result
+    while not isinstance(admitted, Ending):
+        result = await run_attempts(request, call, admitted)
+        if not isinstance(result, Rejection):
+            return ending_response(call, result) if isinstance(result, Ending) else result
+        admitted = await admit(call, result)  # the limits were taken meanwhile: queue as the plan would
+    return ending_response(call, admitted)
 
 
 def _plan(call: Call) -> tuple[Plan, Rejection | None]:
@@ -176,34 +178,31 @@ def _plan(call: Call) -> tuple[Plan, Rejection | None]:
     return plan, plan.rejection
 
 
-async def admit(call: Call) -> Plan | Ending:
+async def admit(call: Call, at_limit: Rejection | None = None) -> Plan | Ending:
     """The plan once the call's agent limits took it, waiting at the limits (best priority first) for at
-    most the priority's queue time; else how the call ends."""
+    most the priority's queue time; else how the call ends. ``at_limit``: the call comes back because its
+    targets' limits were taken between its plan and its attempts; it waits as that rejection says."""
     queue = call.gw.queue(call.policy)
     settings = call.spec.priority
     deadline = call.started + settings.queue_seconds.of(call.priority)
     waiter: Waiter | None = None
+    rejection = at_limit
     try:
         while True:
-            if waiter is None and queue.must_wait(call.priority):
-                waiter = _enqueue(call, queue)
-                if waiter is None:
-                    return shed(call.policy, str(call.priority), "the queue is full", LIMITED_RETRY_AFTER)
-            if waiter is not None and not await queue.wait_turn(waiter, deadline - time.monotonic()):
-                why = "pushed out of the full queue" if waiter.shed else "no capacity within its queue time"
-                return shed(call.policy, str(call.priority), why, LIMITED_RETRY_AFTER)
-            plan, rejection = _plan(call)
             if rejection is None:
-                wait = await call.reservation.take_agent(time.monotonic())
-                if wait == 0:
-                    _admitted(call, plan)
-                    return plan
-                rejection = Rejection(
-                    RejectCode.AGENT_RATE_LIMITED,
-                    429,
-                    f"agent {call.agent or '(none)'} is over its rate limit",
-                    wait,
-                )
+                if waiter is None and queue.must_wait(call.priority):
+                    waiter = _enqueue(call, queue)
+                    if waiter is None:
+                        return shed(call.policy, str(call.priority), "the queue is full", LIMITED_RETRY_AFTER)
+                if waiter is not None and not await queue.wait_turn(waiter, deadline - time.monotonic()):
+                    why = (
+                        "pushed out of the full queue" if waiter.shed else "no capacity within its queue time"
+                    )
+                    return shed(call.policy, str(call.priority), why, LIMITED_RETRY_AFTER)
+                plan, rejection = _plan(call)
+            if rejection is None and (rejection := await _take_agent(call)) is None:
+                _admitted(call, plan)
+                return plan
             if rejection.code not in QUEUEABLE:
                 return rejected(call.policy, rejection)
             retry_after = rejection.retry_after or LIMITED_RETRY_AFTER
@@ -214,10 +213,21 @@ async def admit(call: Call) -> Plan | Ending:
                 if waiter is None:
                     return shed(call.policy, str(call.priority), "the queue is full", retry_after)
             await asyncio.sleep(retry_after)
+            rejection = None
     finally:
         if waiter is not None:
             queue.leave(waiter)
             call.gw.metrics.queued.labels(call.policy, str(call.priority)).set(queue.depth(call.priority))
+
+
+async def _take_agent(call: Call) -> Rejection | None:
+    """None once the agent's limits took this call (once, however often it comes back to the queue)."""
+    wait = 0.0 if call.agent_admitted else await call.reservation.take_agent(time.monotonic())
+    if wait > 0:
+        message = f"agent {call.agent or '(none)'} is over its rate limit"
+        return Rejection(RejectCode.AGENT_RATE_LIMITED, 429, message, wait)
+    call.agent_admitted = True
+    return None
 
 
 def _enqueue(call: Call, queue: PriorityQueue) -> Waiter | None:

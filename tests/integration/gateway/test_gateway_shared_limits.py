@@ -21,6 +21,7 @@ from stoa_testing.replicas import GatewayProcess, Tally, drive, write_config
 
 RPM = 120
 BOUND = 1.05
+QUEUED_RPM = 60
 RESTART_BOUND = 1.10  # across a restart that lost Redis's data the hand-back is approximate (docs)
 
 
@@ -43,6 +44,10 @@ async def replicas(tmp_path: Path, model: RunningFake) -> AsyncIterator[Callable
             "chat": {
                 "targets": [target("m", model, rpm=RPM)],
                 "priority": {"queueSeconds": {"normal": 0}},  # answer 429 at once: count admissions only
+            },
+            "queued": {  # waits at the limit: critical calls may queue 10 s
+                "targets": [target("q", model, rpm=QUEUED_RPM)],
+                "priority": {"queueSeconds": {"critical": 10}},
             },
             "spend": {
                 "targets": [target("m", model, inputCostPer1k=1000.0)],
@@ -216,3 +221,28 @@ async def test_redis_killed_then_restarted(
     assert outage_admitted <= BOUND * (max(0.0, left) + RPM / 60 * (restored + 1.0) + 3)
     assert ratio <= RESTART_BOUND
     assert tally.ok("cold") > 0
+
+
+async def test_calls_over_a_shared_limit_wait_in_the_queue(
+    redis_server: RedisServer, replicas: Callable[..., GatewayProcess], model: RunningFake
+) -> None:
+    """A burst over the shared bucket queues for its refill as on one replica: a call whose plan saw the
+    bucket free but whose take Redis refused (the others took it meanwhile) waits, it is not refused."""
+    gws = [replicas(name, redis_server.url, replicas=2) for name in ("a", "b")]
+    for gw in gws:
+        await gw.ready()
+    calls = QUEUED_RPM + 3  # the burst and 3 s of refill, well inside the 10 s a critical call may wait
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+
+        async def one(i: int) -> int:
+            url = f"{gws[i % 2].url}/v1/chat/completions"
+            async with http.post(url, json=ask("queued"), headers={"X-Stoa-Priority": "critical"}) as resp:
+                await resp.read()
+                return resp.status
+
+        started = time.monotonic()
+        statuses = await asyncio.gather(*(one(i) for i in range(calls)))
+        elapsed = time.monotonic() - started
+    print(f"queued at the shared limit: {calls} calls in {elapsed:.1f}s, statuses {sorted(set(statuses))}")
+    assert statuses == [200] * calls
+    assert model.chat_requests <= QUEUED_RPM + QUEUED_RPM * elapsed / 60
