@@ -338,7 +338,8 @@ class SharedLimits(Limits):
             return
         now = time.monotonic()
         self.connected = False
-        self.reason = f"cannot reach {self._safe_url()}: {type(exc).__name__}: {exc}"[:300]
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {SYNC_TIMEOUT_SECONDS:g}s"
+        self.reason = f"cannot reach {self._safe_url()}: {why}"[:300]
         self.since = time.time()
         divisor = max(self.replicas, self.configured)
         self.fallback = LocalLimits(divisor, self.reason)
