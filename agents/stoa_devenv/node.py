@@ -30,6 +30,7 @@ from stoa_devenv.cluster import NODE_NAME, ControlPlane
 from stoa_devenv.containerd import ContainerdPaths, proxy_env, remove_all_containers, write_configs
 from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
 from stoa_devenv.hostclean import kill_cgroup_tree, kill_matching, remove_cgroup_tree, unmount_under
+from stoa_devenv.imageload import cached_refs, prune_containerd
 from stoa_devenv.procs import apt_install, free_port, is_root, log_tail, pid_alive, wait_until
 from stoa_devenv.tools import CACHE, coredns_binary, node_bindir
 
@@ -286,6 +287,8 @@ class Node:
             self.base / "containerd.log",
         )
         remove_all_containers(paths.socket)  # a crashed earlier run's pods
+        # Nothing runs now: drop the images the image cache no longer holds (the root would only grow).
+        prune_containerd(paths.socket, {*cached_refs(), SANDBOX_IMAGE})
 
     def _start_scheduler(self, bindir: Path) -> None:
         kubeconfig = self.plane.component_kubeconfig("kube-scheduler")

@@ -14,7 +14,7 @@ import pytest
 from stoa_devenv import dockerignore
 from stoa_devenv.certs import extra_certificates, to_pem
 from stoa_devenv.imagecli import parse_tags
-from stoa_devenv.imageload import config_digest, parse_image_list
+from stoa_devenv.imageload import cached_refs, config_digest, parse_image_list, stale_refs
 from stoa_devenv.images import ImageRef, cached_image, context_digests, stale_archives
 from stoa_devenv.imagespec import (
     SPECS,
@@ -365,3 +365,21 @@ def test_cache_serves_only_the_exact_key_and_prunes_per_image(tmp_path: Path) ->
     assert cached_image("stoa", "e" * 64, tmp_path) is None
     assert [p.name for p in stale_archives("stoa", tmp_path, keep=2)] == ["stoa-aaaaaaaaaaaaaaaa.json"]
     assert stale_archives("stoa-model", tmp_path, keep=2) == []
+
+
+def test_a_node_start_keeps_only_what_the_image_cache_holds(tmp_path: Path) -> None:
+    for i, key in enumerate(("a" * 64, "c" * 64)):
+        _fake_entry(tmp_path, "stoa", key, 1000 + i)
+    keep = {*cached_refs(tmp_path), "stoa.local/pause:1"}
+    assert keep == {
+        "stoa.local/stoa:aaaaaaaaaaaaaaaa",
+        "stoa.local/stoa:cccccccccccccccc",
+        "stoa.local/pause:1",
+    }
+    present = [
+        "stoa.local/stoa:0000000000000000",  # a build the cache pruned
+        "stoa.local/stoa:cccccccccccccccc",
+        "ghcr.io/stoa-dev/stoa:dev",  # an alias: the next load tags it again
+        "stoa.local/pause:1",
+    ]
+    assert stale_refs(present, keep) == ["ghcr.io/stoa-dev/stoa:dev", "stoa.local/stoa:0000000000000000"]
