@@ -21,6 +21,13 @@ from stoa_settings.links import service_of_link
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("stoa_settings_environ", default=None)
 
 
+# Read by the developer tooling and the tests (``stoa dev``, ``make``), never by a component: a developer who
+# exports one (e.g. ``STOA_CACHE_DIR`` to move the build caches) must still be able to start every process.
+DEVELOPER_VARIABLES = frozenset(
+    {"STOA_CACHE_DIR", "STOA_STATE_DIR", "STOA_NODE_RUN_DIR", "STOA_TEST_ARTIFACTS", "STOA_UPDATE_GOLDEN"}
+)
+
+
 class UnknownSettingError(ValueError):
     """Variables of a process's family that are none of its settings (the message says what to do)."""
 
@@ -99,6 +106,7 @@ class StoaSettings(BaseSettings):
             for name in environ
             if name.upper().startswith(cls.family)
             and name.upper() not in known
+            and name.upper() not in DEVELOPER_VARIABLES
             and not name.upper().startswith(cls.other_families)
         )
 

@@ -25,7 +25,13 @@ from stoa_operator.builders.gateway import GatewayInputs
 from stoa_operator.builders.gateway import build_deployment as build_gateway_deployment
 from stoa_operator.cli import run as operator_main
 from stoa_operator.settings import OperatorSettings
-from stoa_settings import UnknownSettingError, env_names, is_service_link_name, service_of_link
+from stoa_settings import (
+    DEVELOPER_VARIABLES,
+    UnknownSettingError,
+    env_names,
+    is_service_link_name,
+    service_of_link,
+)
 from stoa_testing.kubelet import PodIdentity, Service, ServicePort, container_env
 from stoa_web.settings import ApiSettings
 
@@ -295,6 +301,15 @@ def test_documented_families_and_other_processes_variables_are_not_refused() -> 
     assert gateway.port_number == 9000
     operator = OperatorSettings.from_environ({"STOA_STATE_DIR": "/tmp/x", "STOA_OPERATOR_MAX_WORKERS": "4"})
     assert operator.max_workers == 4
+
+
+@pytest.mark.parametrize("settings_cls", [AgentSettings, GatewaySettings, ApiSettings, OperatorSettings])
+def test_the_developer_tools_variables_do_not_stop_a_process(settings_cls: type[AgentSettings]) -> None:
+    """A developer who exports ``STOA_CACHE_DIR`` (the build caches elsewhere) can still run every process:
+    a cold CI run with it set once failed every gateway start."""
+    bogus = f"{settings_cls.family}BOGUS"
+    environ = dict.fromkeys(DEVELOPER_VARIABLES, "/srv/x") | {bogus: "1"}
+    assert settings_cls.unknown_variables(environ) == [bogus]  # still strict about everything else
 
 
 def test_the_crd_allows_exactly_the_runtime_knobs_in_spec_env() -> None:
