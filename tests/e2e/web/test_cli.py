@@ -10,7 +10,7 @@ import uuid
 
 from tests.e2e.web.conftest import Users
 from tests.e2e.web.harness import ApiServer
-from tests.e2e.web.stack import Stack
+from tests.e2e.web.stack import Stack, await_for
 
 
 async def stoa(api: ApiServer, token: str, namespace: str, *args: str) -> tuple[int, str, str]:
@@ -68,10 +68,15 @@ async def test_start_follow_and_list_through_the_api(
     assert code == 0, again + err
     assert [int(s) for s in re.findall(r"^\[\s*(\d+)\] ", again, re.MULTILINE)] == seqs
 
-    code, listing, err = await stoa(api_server, users.viewer, team, "list")
-    assert code == 0, err
-    row = next(line for line in listing.splitlines() if line.startswith(name))
-    assert row.split()[1:3] == ["Succeeded", "7/20"]
+    async def listed() -> list[str] | None:
+        code, listing, err = await stoa(api_server, users.viewer, team, "list")
+        assert code == 0, err
+        row = next(line for line in listing.splitlines() if line.startswith(name))
+        return row.split()[1:3] if row.split()[1] == "Succeeded" else None
+
+    # `list` shows the resources' status: the operator's copy of the runtime's phase follows within its
+    # sync interval (follow read the runtime's own record).
+    assert await await_for(listed, 60, f"{name} Succeeded in the list", interval=2) == ["Succeeded", "7/20"]
 
     code, out, err = await stoa(
         api_server, users.viewer, team, "start", f"{name}-x", "--topic", "no", "-p", "team-a"
