@@ -11,16 +11,12 @@ Service, authorizes kubelets with the Node authorizer and holds a token per node
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +25,7 @@ from typing import Any
 from stoa_devenv import pki as pki_keys
 from stoa_devenv.errors import ComponentFailedError
 from stoa_devenv.netbed import NODE_IP, SERVICE_CIDR
-from stoa_devenv.procs import free_port, log_tail, pid_alive, wait_until
+from stoa_devenv.procs import exited, free_port, log_tail, spawn_logged, stop_group, wait_until
 from stoa_devenv.tools import etcd_binary, k8s_bindir, kubectl_binary
 
 # Identities of the node's components: (user, groups). Their default RBAC bindings exist in every cluster
@@ -69,21 +65,11 @@ class ControlPlane:
         return self.base / "kubeconfig"
 
     def _spawn(self, name: str, cmd: list[str]) -> None:
-        log = (self.base / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=self.base,
-        )
-        log.close()
-        self.pids[name] = proc.pid
+        self.pids[name] = spawn_logged(cmd, self.base / f"{name}.log", self.base)
 
     def _alive(self, name: str) -> bool:
         """True while the process runs; raises with its log tail once it has exited."""
-        if _gone(self.pids[name]):
+        if exited(self.pids[name]):
             raise ComponentFailedError(f"{name} exited{log_tail(self.base / f'{name}.log')}")
         return True
 
@@ -244,17 +230,8 @@ class ControlPlane:
         """SIGTERM each component's process group (controller-manager first), SIGKILL after 10 s."""
         for name in ("kube-controller-manager", "kube-apiserver", "etcd"):
             pid = self.pids.pop(name, None)
-            if pid is None:
-                continue
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.monotonic() + 10
-            while not _gone(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            if pid is not None:
+                stop_group(pid)
 
     def destroy(self) -> None:
         self.stop()
@@ -273,12 +250,3 @@ def write_kubeconfig(path: Path, server: str, ca: Path, user: str, token: str) -
     }
     path.write_text(json.dumps(config, indent=2))
     path.chmod(0o600)
-
-
-def _gone(pid: int) -> bool:
-    """Whether a component has exited: reaped if it is our child (``up`` in this process), else gone."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return not pid_alive(pid)
-    return waited != 0

@@ -8,13 +8,11 @@ for the exporters and the query API (``GET /api/traces``) for the assertions.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
-from stoa_devenv.procs import free_port, log_tail, port_open, wait_until
+from stoa_devenv.procs import free_port, log_tail, port_open, stop_group, wait_until
 from stoa_devenv.tools import CACHE, REPO_ROOT
 
 JAEGER_MODULE = REPO_ROOT / "hack" / "jaeger"
@@ -200,13 +198,8 @@ class JaegerServer:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc.pid, grace=10)
+        self.proc.wait(timeout=10)  # already reaped: records the exit code
 
     def destroy(self) -> None:
         self.stop()

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +28,16 @@ from stoa_devenv.containerd import ContainerdPaths, proxy_env, remove_all_contai
 from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
 from stoa_devenv.hostclean import kill_cgroup_tree, kill_matching, remove_cgroup_tree, unmount_under
 from stoa_devenv.imageload import cached_refs, prune_containerd
-from stoa_devenv.procs import apt_install, free_port, is_root, log_tail, pid_alive, wait_until
+from stoa_devenv.procs import (
+    apt_install,
+    exited,
+    free_port,
+    is_root,
+    log_tail,
+    spawn_logged,
+    stop_group,
+    wait_until,
+)
 from stoa_devenv.tools import CACHE, coredns_binary, node_bindir
 
 # What the kubelet sets at start (protectKernelDefaults: false); restored by ``stop``.
@@ -257,21 +263,10 @@ class Node:
     # -- components --------------------------------------------------------------------------------
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
-        log = (self.base / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=self.base,
-            env={**os.environ, **(env or {})},
-        )
-        log.close()
-        self.pids[name] = proc.pid
+        self.pids[name] = spawn_logged(cmd, self.base / f"{name}.log", self.base, env)
 
     def _alive(self, name: str) -> bool:
-        if _reaped(self.pids[name]):
+        if exited(self.pids[name]):
             raise ComponentFailedError(f"{name} exited{log_tail(self.base / f'{name}.log')}")
         return True
 
@@ -394,16 +389,8 @@ class Node:
 
     def _terminate(self, name: str) -> None:
         pid = self.pids.pop(name, None)
-        if pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and not _reaped(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        _reaped(pid)
+        if pid is not None:
+            stop_group(pid)
 
     def _cleanup_kube_proxy(self) -> None:
         binary = node_bindir() / "kube-proxy"
@@ -462,12 +449,3 @@ def _http_ok(url: str) -> bool:
             return int(resp.status) == 200
     except OSError:
         return False
-
-
-def _reaped(pid: int) -> bool:
-    """Reap ``pid`` if it is our exited child; True when it is gone."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return not pid_alive(pid)
-    return waited != 0

@@ -1,9 +1,12 @@
-"""Small process helpers shared by the local components: free ports, readiness polling, log tails."""
+"""Small process helpers shared by the local components: free ports, readiness polling, log tails, and
+the components run in their own process group (spawned with a log file, checked, stopped)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -88,3 +91,42 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def spawn_logged(cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> int:
+    """Start ``cmd`` in a session (process group) of its own, output appended to ``log``; its pid."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+        )
+    return proc.pid
+
+
+def exited(pid: int) -> bool:
+    """Whether ``pid`` has exited: reaped if it is our child (started by this process), else gone."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return not pid_alive(pid)
+    return waited != 0
+
+
+def stop_group(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` seconds, reap the leader."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        exited(pid)
+        return
+    deadline = time.monotonic() + grace
+    while not exited(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    exited(pid)

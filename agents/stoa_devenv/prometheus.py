@@ -7,11 +7,8 @@ every second, so rules and alerts can be watched firing within a test; ``promtoo
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import urllib.parse
@@ -23,7 +20,7 @@ from typing import Any
 import yaml
 
 from stoa_devenv.errors import ComponentFailedError, ComponentMissingError
-from stoa_devenv.procs import apt_install, free_port, log_tail, port_open, wait_until
+from stoa_devenv.procs import apt_install, free_port, log_tail, port_open, stop_group, wait_until
 
 
 def prometheus_binaries() -> tuple[Path, Path]:
@@ -125,13 +122,8 @@ class PrometheusServer:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        stop_group(self.proc.pid, grace=15)
+        self.proc.wait(timeout=10)  # already reaped: records the exit code
 
     def destroy(self) -> None:
         self.stop()
