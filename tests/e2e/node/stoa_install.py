@@ -120,11 +120,14 @@ class Install:
         return pods if pods and all(pod_ready(p) for p in pods) else None
 
 
-def examples(model_url: str, conversation: str) -> list[JSON]:
-    """examples/debate/ as applied here: every ModelPolicy target points at ``model_url`` and the
-    Conversation is named ``conversation``; everything else as shipped."""
+def examples(
+    model_url: str, conversation: str, *, rounds: int | None = None, directory: Path = EXAMPLES
+) -> list[JSON]:
+    """examples/debate/ (or that directory of another tree) as applied here: every ModelPolicy target points
+    at ``model_url``, the Conversation is named ``conversation`` (with ``rounds`` as its ``maxRounds``
+    when given); everything else as shipped."""
     docs: list[JSON] = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
+    for path in sorted(directory.glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     for doc in docs:
         if doc["kind"] == "ModelPolicy":
@@ -132,6 +135,8 @@ def examples(model_url: str, conversation: str) -> list[JSON]:
                 target["baseURL"] = model_url
         if doc["kind"] == "Conversation":
             doc["metadata"]["name"] = conversation
+            if rounds is not None:
+                doc["spec"]["maxRounds"] = rounds
     return docs
 
 

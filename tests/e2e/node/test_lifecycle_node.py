@@ -32,26 +32,12 @@ from stoa_devenv.netbed import NODE_IP
 from tests.e2e.fake_debate import DebateModel, Hold
 from tests.e2e.node.bed import REPO, Bed, pod_ready, wait_for
 from tests.e2e.node.previous import Previous, previous_image, previous_release
-from tests.e2e.node.stoa_install import CHART, EXAMPLES, OPERATOR_ENV, Install
+from tests.e2e.node.stoa_install import CHART, OPERATOR_ENV, Install, examples
 
 JSON = dict[str, Any]
 INSTALL_MD = REPO / "docs" / "install.md"
 TENANT_PASSWORD = "CHANGE-ME"  # install.md's placeholder: this PostgreSQL and vhost exist for the test only
 KINDS = "conversations.stoa.dev,agents.stoa.dev,modelpolicies.stoa.dev"
-
-
-def _docs(directory: Path, model_url: str, conversation: str, rounds: int) -> list[JSON]:
-    docs: list[JSON] = []
-    for path in sorted(directory.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for doc in docs:
-        if doc["kind"] == "ModelPolicy":
-            for target in doc["spec"]["targets"]:
-                target["baseURL"] = model_url
-        if doc["kind"] == "Conversation":
-            doc["metadata"]["name"] = conversation
-            doc["spec"]["maxRounds"] = rounds
-    return docs
 
 
 def _block(marker: str) -> list[str]:
@@ -195,7 +181,7 @@ def _fetch(dsn: str, query: str, *args: object) -> list[JSON]:
 @pytest.fixture(scope="module")
 def model() -> Iterator[DebateModel]:
     agents = {d["metadata"]["name"]: (d["spec"]["role"], d["spec"]["persona"])
-              for d in _docs(EXAMPLES, "", "x", 1) if d["kind"] == "Agent"}  # fmt: skip
+              for d in examples("", "x", rounds=1) if d["kind"] == "Agent"}  # fmt: skip
     fake = DebateModel(agents, host=NODE_IP).start()
     yield fake
     fake.stop()
@@ -224,14 +210,11 @@ def life(bed: Bed, model: DebateModel, tmp_path_factory: pytest.TempPathFactory)
             images={**bed.images, "stoa": old_image.ref},
             tmp=tmp,
         )
-        inst.apply(
-            [d for d in _docs(previous.examples, model.base_url, "upgrade", 3) if d["kind"] != "Conversation"]
-        )
+        docs = examples(model.base_url, "upgrade", rounds=3, directory=previous.examples)
+        inst.apply([d for d in docs if d["kind"] != "Conversation"])
         inst.wait_ready(["stoa-gateway", "agent-moderator", "agent-team-a", "agent-team-b"])
         hold = model.hold = Hold("team-a", 2)
-        inst.apply(
-            [d for d in _docs(previous.examples, model.base_url, "upgrade", 3) if d["kind"] == "Conversation"]
-        )
+        inst.apply([d for d in docs if d["kind"] == "Conversation"])
         try:
             assert hold.held.wait(90), "team-a never asked for its 2nd turn under the previous version"
             # docs/install.md "Upgrading", with team-a's turn in flight.
@@ -300,9 +283,9 @@ def test_each_namespace_uses_its_own_connection_secret(bed: Bed, life: Lifecycle
     """Two tenants: A on the bundled database, B on its own PostgreSQL (role and database made with
     install.md's commands) and its own vhost. No row of one lands in the other."""
     inst = life.inst
-    b_docs = _docs(EXAMPLES, model.base_url, "tenant-b", 1)
+    b_docs = examples(model.base_url, "tenant-b", rounds=1)
     bed.kubectl("apply", "-n", life.tenant, "-f", "-", stdin=yaml.safe_dump_all(b_docs))
-    inst.apply(_docs(EXAMPLES, model.base_url, "tenant-a", 1))
+    inst.apply(examples(model.base_url, "tenant-a", rounds=1))
     a_status = _wait_phase(inst, "tenant-a")
     b_status = _wait_phase(inst, "tenant-b", namespace=life.tenant)
     a_uid = inst.cr("conversations", "tenant-a")["metadata"]["uid"]
@@ -355,7 +338,7 @@ def test_helm_uninstall_stops_everything_and_keeps_what_it_says(
     inst = life.inst
     hold = model.hold = Hold("team-a", 1)
     try:
-        docs = _docs(EXAMPLES, model.base_url, "running", 2)
+        docs = examples(model.base_url, "running", rounds=2)
         bed.kubectl("apply", "-n", life.tenant, "-f", "-", stdin=yaml.safe_dump_all(docs))
         assert hold.held.wait(90), "tenant B's team-a never asked for its turn"
         uid = bed.get("conversations.stoa.dev", "running", "-n", life.tenant)["metadata"]["uid"]

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from stoa_devenv.cluster import ControlPlane
+from stoa_devenv.cluster import ControlPlane, write_kubeconfig
 from stoa_devenv.procs import free_port
 from stoa_devenv.tools import kubectl_binary
 
@@ -75,24 +75,8 @@ def operator_kubeconfig(plane: ControlPlane, api: client.ApiClient) -> Path:
         "stoa-system",
         {"spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 7200}},
     ).status.token
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority": str(plane.base / "pki" / "apiserver.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "stoa-operator", "user": {"token": token}}],
-        "contexts": [{"name": "op", "context": {"cluster": "e2e", "user": "stoa-operator"}}],
-        "current-context": "op",
-    }
     path = plane.base / "operator-kubeconfig"
-    path.write_text(yaml.safe_dump(config))
+    write_kubeconfig(path, plane.server, plane.base / "pki" / "apiserver.crt", "stoa-operator", token)
     return path
 
 

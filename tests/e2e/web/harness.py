@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from stoa_devenv.cluster import ControlPlane
+from stoa_devenv.cluster import ControlPlane, write_kubeconfig
 from stoa_devenv.procs import free_port
 from tests.unit.chart.helm import template
 
@@ -138,24 +137,7 @@ def bind_role(api: client.ApiClient, ns: str, sa: str, role_name: str) -> None:
 
 
 def kubeconfig(plane: ControlPlane, bearer: str, path: Path) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "e2e",
-                "cluster": {
-                    "server": plane.server,
-                    "certificate-authority": str(plane.base / "pki" / "apiserver.crt"),
-                },
-            }
-        ],
-        "users": [{"name": "u", "user": {"token": bearer}}],
-        "contexts": [{"name": "c", "context": {"cluster": "e2e", "user": "u"}}],
-        "current-context": "c",
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
+    write_kubeconfig(path, plane.server, plane.base / "pki" / "apiserver.crt", "u", bearer)
     return path
 
 
