@@ -3,8 +3,7 @@ field's docstring as its description (the CRD's ``kubectl explain`` text)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from stoa_settings.crdmodel import CrdModel
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 GROUP = "stoa.dev"
@@ -12,11 +11,5 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 
-class Spec(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+class Spec(CrdModel):
+    """The CRD model conventions (``CrdModel``)."""

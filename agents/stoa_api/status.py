@@ -10,19 +10,13 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
+
+from stoa_settings.crdmodel import CrdModel
 
 
-class _Status(BaseModel):
-    # Field docstrings become descriptions: the CRD's `kubectl explain` text.
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+class _Status(CrdModel):
+    """The CRD model conventions (``CrdModel``)."""
 
 
 class ConditionStatus(StrEnum):

@@ -12,9 +12,9 @@ import re
 from enum import StrEnum
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator, model_validator
 
+from stoa_settings.crdmodel import CrdModel
 from stoa_telemetry.spec import HealthCheck, PolicySLO
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -22,15 +22,8 @@ TARGET_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
-class _Spec(BaseModel):
-    # Field docstrings become descriptions: the CRD's `kubectl explain` text.
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-    )
+class _Spec(CrdModel):
+    """The CRD model conventions (``CrdModel``)."""
 
 
 class Strategy(StrEnum):

@@ -12,24 +12,17 @@ same SLI the operator computes from PostgreSQL.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
+
+from stoa_settings.crdmodel import CrdModel
 
 # Bucket boundaries (seconds) of the turn, request and time-to-first-token histograms.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 WINDOW_PATTERN = r"^([1-9]|[1-8][0-9]|90)d$"  # 1d .. 90d
 
 
-class Spec(BaseModel):
+class Spec(CrdModel):
     """camelCase aliases, unknown fields rejected: the CRD spec conventions."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,  # field docstrings: the CRD's `kubectl explain` text
-    )
 
 
 class Objective(Spec):
