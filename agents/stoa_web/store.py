@@ -125,7 +125,7 @@ class Store:
     async def turns(self, namespace: str, conversation_id: str, after: int, limit: int) -> list[Turn]:
         pool = await self.pool(namespace)
         try:
-            stored = await repo.load_transcript(pool, conversation_id, after)
+            stored = await repo.load_transcript(pool, conversation_id, after, limit)
         except asyncpg.UndefinedTableError:
             return []
         except (*STORE_ERRORS, asyncpg.PostgresError) as exc:
@@ -144,7 +144,7 @@ class Store:
                 pod=t.pod,
                 created_at=t.created_at,
             )
-            for t in stored[:limit]
+            for t in stored
         ]
 
     async def activity(self, namespace: str, agents: list[str]) -> dict[str, Activity]:

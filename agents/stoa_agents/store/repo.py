@@ -149,12 +149,17 @@ async def load_turns(db: asyncpg.Pool, conversation_id: str) -> list[Turn]:
     return [Turn(r["seq"], r["speaker"], r["content"]) for r in rows]
 
 
-async def load_transcript(db: asyncpg.Pool, conversation_id: str, after_seq: int = 0) -> list[StoredTurn]:
+async def load_transcript(
+    db: asyncpg.Pool, conversation_id: str, after_seq: int = 0, limit: int | None = None
+) -> list[StoredTurn]:
+    """The turns after ``after_seq`` in order, at most ``limit`` of them (all when None)."""
     rows = await db.fetch(
         "SELECT seq, speaker, role, content, tokens_in, tokens_out, cost_usd, cost_source, model, target,"
-        " duration_ms, pod, created_at FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq",
+        " duration_ms, pod, created_at FROM stoa.turns WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"
+        " LIMIT $3",
         uuid.UUID(conversation_id),
         after_seq,
+        limit,
     )
     return [StoredTurn(**{**dict(r), "cost_usd": float(r["cost_usd"])}) for r in rows]
 
