@@ -184,7 +184,12 @@ async def test_redis_killed_then_restarted(
             async def binding() -> bool:  # the burst is spent: from here on only the refill is left
                 return any(status == 429 for (_, status) in tally.statuses)
 
+            async def all_see_three() -> bool:  # each replica has seen the others' heartbeats in Redis
+                return all(s["shared"] and s["replicas"] == 3 for s in await limits_of(http, gws))
+
             await until(binding, 10.0)
+            # Else a replica that had not yet seen the third before Redis died falls back to limit / 2.
+            await until(all_see_three, 10.0)
             await asyncio.sleep(0.5)
             left = await _bucket_level(redis, gws[0].prefix)  # what the replicas may share out
             redis.kill()
